@@ -1,0 +1,255 @@
+"""Building blocks shared by the three encoders.
+
+Every parameter carries logical axis names (mapped to mesh axes by the rules in
+`bridgetower_jax.sharding`) and every module takes `dtype` (compute) and `param_dtype`
+(storage) explicitly: a Flax layer left at `dtype=None` silently promotes bf16
+activations back to f32.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Dtype = jnp.dtype
+Initializer = Callable
+
+# Logical names of activations (see sharding.ACTIVATION_RULES).
+ACT_BTE = ("act_batch", "act_len", "act_embed")
+
+
+def normal(std: float) -> Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None] = ACT_BTE) -> jax.Array:
+    """Sharding hint for an activation; a no-op outside a mesh / rules context."""
+    return nn.with_logical_constraint(x, tuple(names))
+
+
+def compute_dtype(name: str) -> Dtype:
+    return jnp.dtype(name)
+
+
+class Dense(nn.Module):
+    """`y = x . kernel + bias`, contracting the last `contract_dims` axes of x.
+
+    `features` may be a tuple (e.g. `(heads, head_dim)` for attention projections). `axes` names
+    every kernel dimension: the contracted input dims first, then the feature dims.
+    """
+    features: int | tuple[int, ...]
+    axes: tuple[str | None, ...]
+    contract_dims: int = 1
+    use_bias: bool = True
+    kernel_init: Initializer = normal(0.02)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = self.features if isinstance(self.features, tuple) else (self.features,)
+        n = self.contract_dims
+        kernel_shape = tuple(x.shape[-n:]) + features
+        if len(self.axes) != len(kernel_shape):
+            raise ValueError(f"{self.name}: {len(self.axes)} axis names for a kernel of shape {kernel_shape}")
+        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.axes),
+                            kernel_shape, self.param_dtype)
+        x = x.astype(self.dtype)
+        contracting = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
+        y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contracting, ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n:]),
+                              features, self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with biased variance, computed in at least float32 (eps 1e-5 in every BridgeTower LN).
+
+    Flax's own LayerNorm defaults to eps 1e-6 and a fast variance formula; both differ from PyTorch.
+    """
+    epsilon: float = 1e-5
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                           (features,), self.param_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+                          (features,), self.param_dtype)
+        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        xf = x.astype(stat_dtype)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.square(xf - mean).mean(-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
+        y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
+        return y.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Lookup table. `frozen_id` reproduces `nn.Embedding(padding_idx=...)`: that row gets no gradient."""
+    num_embeddings: int
+    features: int
+    axes: tuple[str | None, str | None] = (None, "embed")
+    embedding_init: Initializer = normal(0.02)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, ids: jax.Array, frozen_id: int | None = None) -> jax.Array:
+        table = self.param("embedding", nn.with_logical_partitioning(self.embedding_init, self.axes),
+                           (self.num_embeddings, self.features), self.param_dtype)
+        out = jnp.take(table, ids, axis=0)
+        if frozen_id is not None:
+            out = jnp.where((ids == frozen_id)[..., None], jax.lax.stop_gradient(out), out)
+        return out.astype(self.dtype)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """CLIP's activation: x * sigmoid(1.702 x)."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """transformers' "gelu" is the erf form; jax.nn.gelu defaults to the tanh approximation."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, *,
+                          impl: str = "xla", dropout_rate: float = 0.0, deterministic: bool = True,
+                          dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Bidirectional multi-head attention, the single place every attention in the model goes through.
+
+    q: [B, Tq, N, D]; k, v: [B, Tk, N, D]; key_mask: bool [B, Tk] (True = attend) or None.
+    impl "xla" is the exact-parity einsum path (scores scaled by D**-0.5, masked keys set to the
+    dtype's most negative value as transformers does, softmax in >= float32, dropout on the
+    probabilities). impl "fused" calls `jax.nn.dot_product_attention`, which XLA lowers to cuDNN
+    flash attention on GPU; it applies no attention-probability dropout.
+    """
+    depth = q.shape[-1]
+    if impl == "fused":
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=depth ** -0.5)
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k) * jnp.asarray(depth ** -0.5, q.dtype)
+    scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+    if key_mask is not None:
+        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    if dropout_rate > 0.0 and not deterministic:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+    return jnp.einsum("bnqk,bknd->bqnd", probs, v)
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections + `dot_product_attention` + output projection (query/key/value/out)."""
+    num_heads: int
+    attention_impl: str = "xla"
+    dropout_rate: float = 0.0
+    deterministic: bool = True
+    qkv_init: Initializer = normal(0.02)
+    out_init: Initializer = normal(0.02)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None) -> jax.Array:
+        width = x.shape[-1]
+        head_dim = width // self.num_heads
+
+        def proj(name, inputs):
+            y = Dense((self.num_heads, head_dim), ("embed", "heads", "kv"), kernel_init=self.qkv_init,
+                      dtype=self.dtype, param_dtype=self.param_dtype, name=name)(inputs)
+            return constrain(y, ("act_batch", "act_len", "act_heads", None))
+
+        q, k, v = proj("query", x), proj("key", context), proj("value", context)
+        dropout_rng = None
+        if self.dropout_rate > 0.0 and not self.deterministic:
+            dropout_rng = self.make_rng("dropout")
+        out = dot_product_attention(q, k, v, context_mask, impl=self.attention_impl,
+                                    dropout_rate=self.dropout_rate, deterministic=self.deterministic,
+                                    dropout_rng=dropout_rng)
+        return Dense(width, ("heads", "kv", "embed"), contract_dims=2, kernel_init=self.out_init,
+                     dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+
+
+class PostLNAttentionBlock(nn.Module):
+    """BERT attention sub-layer: `LayerNorm(x + dropout(out(attn(x, context))))`."""
+    num_heads: int
+    layer_norm_eps: float
+    hidden_dropout: float
+    attention_dropout: float
+    attention_impl: str = "xla"
+    deterministic: bool = True
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context, context_mask):
+        y = MultiHeadAttention(self.num_heads, self.attention_impl, self.attention_dropout, self.deterministic,
+                               qkv_init=normal(self.init_std), out_init=normal(self.init_std),
+                               dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(x, context, context_mask)
+        y = nn.Dropout(self.hidden_dropout)(y, deterministic=self.deterministic)
+        return LayerNorm(self.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(y + x)
+
+
+class PostLNFeedForward(nn.Module):
+    """BERT FFN sub-layer: `LayerNorm(x + dropout(output(gelu(intermediate(x)))))`."""
+    intermediate_size: int
+    layer_norm_eps: float
+    hidden_dropout: float
+    deterministic: bool = True
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = Dense(self.intermediate_size, ("embed", "mlp"), kernel_init=normal(self.init_std),
+                  dtype=self.dtype, param_dtype=self.param_dtype, name="intermediate")(x)
+        h = constrain(gelu_exact(h), ("act_batch", "act_len", "act_mlp"))
+        h = Dense(x.shape[-1], ("mlp", "embed"), kernel_init=normal(self.init_std),
+                  dtype=self.dtype, param_dtype=self.param_dtype, name="output")(h)
+        h = nn.Dropout(self.hidden_dropout)(h, deterministic=self.deterministic)
+        return LayerNorm(self.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(h + x)
+
+
+class Pooler(nn.Module):
+    """`tanh(dense(x[:, 0]))` on the first token."""
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        width = x.shape[-1]
+        return jnp.tanh(Dense(width, ("embed", "embed_out"), kernel_init=normal(self.init_std),
+                              dtype=self.dtype, param_dtype=self.param_dtype, name="dense")(x[:, 0]))
+
+
+def layer_stack(block: type[nn.Module], count: int, x: jax.Array, mask: jax.Array | None, *, name: str,
+                scan: bool, remat: bool, emit_hidden: bool, **block_kwargs) -> tuple[jax.Array, list[jax.Array]]:
+    """Run `count` identical layers as one `nn.scan` (parameters stacked on a leading "layers" axis).
+
+    The block's call signature is `(x, mask) -> (x, x or None)`; `mask` is broadcast to every layer.
+    Returns the final x and, if `emit_hidden`, the output of every layer.
+    """
+    if count == 0:
+        return x, []
+    cls = nn.remat(block, prevent_cse=False) if remat else block
+    scanned = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                      in_axes=nn.broadcast, length=count,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    x, ys = scanned(emit_hidden=emit_hidden, name=name, **block_kwargs)(x, mask)
+    return x, ([ys[i] for i in range(count)] if emit_hidden else [])
+
+
+def maybe_remat(block: type[nn.Module], remat: bool) -> type[nn.Module]:
+    """The block class, rematerialised in the backward pass when `remat` is set."""
+    return nn.remat(block) if remat else block
