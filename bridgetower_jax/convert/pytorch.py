@@ -48,14 +48,14 @@ def flax_model_for(config: BridgeTowerConfig, heads: tuple[str, ...]):
 # ---------------------------------------------------------------------------------------------
 # transformers -> Flax
 # ---------------------------------------------------------------------------------------------
-def _tensor_to_numpy(t) -> np.ndarray:
+def tensor_to_numpy(t) -> np.ndarray:
     """float64 stays float64 (for exact-parity work); everything else becomes float32."""
     import torch
     t = t.detach().cpu()
     return t.numpy() if t.dtype == torch.float64 else t.float().numpy()
 
 
-def _read_state_dict(directory: Path) -> dict[str, np.ndarray]:
+def read_state_dict(directory: Path) -> dict[str, np.ndarray]:
     single, index, pt_bin = (directory / "model.safetensors", directory / "model.safetensors.index.json",
                              directory / "pytorch_model.bin")
     if single.exists() or index.exists():
@@ -75,23 +75,27 @@ def _read_state_dict(directory: Path) -> dict[str, np.ndarray]:
             sd = torch.load(str(pt_bin), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"cannot read weights file {pt_bin}: {e}") from e
-        return {k: _tensor_to_numpy(v) for k, v in sd.items()}
+        return {k: tensor_to_numpy(v) for k, v in sd.items()}
     raise FileNotFoundError(f"{directory} has no model.safetensors, model.safetensors.index.json or "
                             "pytorch_model.bin: not a transformers checkpoint directory")
 
 
-def _load_directory(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+def load_hf_directory(path: str | os.PathLike,
+                      model_types: tuple[str, ...] = ("bridgetower",)) -> tuple[dict, dict[str, np.ndarray]]:
+    """A `save_pretrained` directory -> (config.json as a dict, state dict), checking its model_type."""
     directory = Path(path)
     config_file = directory / "config.json"
     if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} not found: {directory} is not a transformers BridgeTower directory")
+        raise FileNotFoundError(f"{config_file} not found: {directory} is not a transformers "
+                                f"{' / '.join(model_types)} directory")
     try:
         hf_config = json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file} is not valid JSON: {e}") from e
-    if hf_config.get("model_type") != "bridgetower":
-        raise ValueError(f"{config_file} has model_type={hf_config.get('model_type')!r}, not 'bridgetower'")
-    return hf_config, _read_state_dict(directory)
+    if hf_config.get("model_type") not in model_types:
+        raise ValueError(f"{config_file} has model_type={hf_config.get('model_type')!r}, "
+                         f"not {' or '.join(repr(t) for t in model_types)}")
+    return hf_config, read_state_dict(directory)
 
 
 def _check_shapes(expected: dict, got: dict, path=()) -> list[str]:
@@ -119,10 +123,10 @@ def from_pytorch(source, compute: ComputeConfig | None = None,
     float32; with `compute.scan_layers` the bottom layers come stacked.
     """
     if isinstance(source, (str, os.PathLike)):
-        hf_config, state_dict = _load_directory(source)
+        hf_config, state_dict = load_hf_directory(source)
     else:  # a live transformers model
         hf_config = source.config
-        state_dict = {k: _tensor_to_numpy(v) for k, v in source.state_dict().items()}
+        state_dict = {k: tensor_to_numpy(v) for k, v in source.state_dict().items()}
     config = from_hf_config(hf_config, compute, vocab_pad_multiple)
     heads = detect_heads(state_dict)
     if not heads and any(k.startswith("bridgetower.") for k in state_dict):

@@ -27,12 +27,17 @@ class Link:
     to_hf: Callable[..., tuple[np.ndarray, ...]]
 
 
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray would turn 0-d scalars (logit_scale, beta) into shape (1,)
+    return np.asarray(x, order="C")
+
+
 def _same(*xs):
     return xs
 
 
 def _transpose(*xs):
-    return tuple(np.ascontiguousarray(x.T) for x in xs)
+    return tuple(_contiguous(x.T) for x in xs)
 
 
 def _one(hf: str, fx: Path, to_flax=_same, to_hf=_same) -> Link:
@@ -53,7 +58,7 @@ def _heads_projection(hf: str, fx: Path, heads: int) -> Iterator[Link]:
     """Linear [H*D, in] <-> kernel [in, H, D] (query/key/value)."""
     yield _one(f"{hf}.weight", fx + ("kernel",),
                lambda w: (w.T.reshape(w.shape[1], heads, -1),),
-               lambda k: (np.ascontiguousarray(k.reshape(k.shape[0], -1).T),))
+               lambda k: (_contiguous(k.reshape(k.shape[0], -1).T),))
     yield _one(f"{hf}.bias", fx + ("bias",), lambda b: (b.reshape(heads, -1),), lambda b: (b.reshape(-1),))
 
 
@@ -61,7 +66,7 @@ def _heads_output(hf: str, fx: Path, heads: int) -> Iterator[Link]:
     """Linear [out, H*D] <-> kernel [H, D, out] (attention output projection)."""
     yield _one(f"{hf}.weight", fx + ("kernel",),
                lambda w: (w.T.reshape(heads, -1, w.shape[0]),),
-               lambda k: (np.ascontiguousarray(k.reshape(-1, k.shape[-1]).T),))
+               lambda k: (_contiguous(k.reshape(-1, k.shape[-1]).T),))
     yield _one(f"{hf}.bias", fx + ("bias",))
 
 
@@ -73,7 +78,7 @@ def _fused_in_proj(hf: str, fx: Path, heads: int) -> Iterator[Link]:
         return tuple(part.T.reshape(w.shape[1], heads, -1) for part in np.split(w, 3, axis=0))
 
     def join_weight(*ks):
-        return (np.ascontiguousarray(np.concatenate([k.reshape(k.shape[0], -1).T for k in ks], axis=0)),)
+        return (_contiguous(np.concatenate([k.reshape(k.shape[0], -1).T for k in ks], axis=0)),)
 
     yield Link((f"{hf}.in_proj_weight",), tuple(fx + (n, "kernel") for n in names), split_weight, join_weight)
     yield Link((f"{hf}.in_proj_bias",), tuple(fx + (n, "bias") for n in names),
@@ -107,7 +112,7 @@ def _vocab_link(hf: str, fx: Path, config: BridgeTowerConfig, transpose: bool = 
 
     def to_hf(w):
         w = np.take(w, np.arange(vocab), axis=axis)
-        return (np.ascontiguousarray(w.T if transpose else w),)
+        return (_contiguous(w.T if transpose else w),)
 
     return _one(hf, fx, to_flax, to_hf)
 
@@ -131,8 +136,8 @@ def core_links(config: BridgeTowerConfig) -> Iterator[Link]:
     vis, vfx = "vision_model.visual", ("vision_model",)
     yield _one(f"{vis}.embeddings.class_embedding", vfx + ("embeddings", "class_embedding"))
     yield _one(f"{vis}.embeddings.patch_embedding.weight", vfx + ("embeddings", "patch_embedding", "kernel"),
-               lambda w: (np.ascontiguousarray(w.transpose(2, 3, 1, 0)),),
-               lambda k: (np.ascontiguousarray(k.transpose(3, 2, 0, 1)),))
+               lambda w: (_contiguous(w.transpose(2, 3, 1, 0)),),
+               lambda k: (_contiguous(k.transpose(3, 2, 0, 1)),))
     yield _one(f"{vis}.embeddings.position_embedding.weight", vfx + ("embeddings", "position_embedding", "embedding"))
     yield from _layernorm(f"{vis}.ln_pre", vfx + ("ln_pre",))
     yield from _layernorm(f"{vis}.ln_post", vfx + ("ln_post",))
@@ -220,6 +225,11 @@ def state_dict_to_params(config: BridgeTowerConfig, state_dict: dict[str, np.nda
     missing = [k for l in links for k in l.hf_keys if k not in state_dict]
     if missing:
         raise KeyError(f"{len(missing)} keys missing from the BridgeTower state dict, e.g. {missing[:5]}")
+    return links_to_params(links, state_dict)
+
+
+def links_to_params(links, state_dict: dict[str, np.ndarray]) -> dict:
+    """Apply links whose keys are all in `state_dict` -> Flax params (nested dict of numpy arrays)."""
     params: dict = {}
     for link in links:
         arrays = link.to_flax(*(np.asarray(state_dict[k]) for k in link.hf_keys))
@@ -238,7 +248,7 @@ def params_to_state_dict(config: BridgeTowerConfig, params: dict, heads: tuple[s
             raise KeyError(f"parameter {'/'.join(link.flax_paths[0])} is missing from the Flax tree "
                            f"(needed for {link.hf_keys[0]})") from e
         for key, arr in zip(link.hf_keys, link.to_hf(*arrays)):
-            out[key] = np.ascontiguousarray(arr, dtype=np.float32)
+            out[key] = np.asarray(arr, dtype=np.float32, order="C")
     return out
 
 
