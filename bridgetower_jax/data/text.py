@@ -1,0 +1,33 @@
+"""Fixed-length tokenisation and RoBERTa MLM masking in numpy (per example, explicit Generator).
+
+Masking has `DataCollatorForLanguageModeling` semantics, as the original uses for RoBERTa
+(no whole-word masking): each non-special, non-pad token is chosen with `mlm_prob`; of the chosen,
+80% become `<mask>`, 10% a uniformly random token id, 10% stay; labels are -100 elsewhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_LABEL = -100
+
+
+def encode_fixed_length(tokenizer, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask, special_tokens_mask), each int32 [max_len]."""
+    encoded = tokenizer(text, padding="max_length", truncation=True, max_length=max_len,
+                        return_special_tokens_mask=True)
+    return (np.asarray(encoded["input_ids"], np.int32), np.asarray(encoded["attention_mask"], np.int32),
+            np.asarray(encoded["special_tokens_mask"], np.int32))
+
+
+def mask_tokens(input_ids: np.ndarray, special_tokens_mask: np.ndarray, rng: np.random.Generator, *,
+                mlm_prob: float, mask_token_id: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (mlm_input_ids, mlm_labels)."""
+    chosen = (rng.random(input_ids.shape) < mlm_prob) & (special_tokens_mask == 0)
+    labels = np.where(chosen, input_ids, IGNORE_LABEL).astype(np.int32)
+    draw = rng.random(input_ids.shape)
+    to_mask = chosen & (draw < 0.8)
+    to_random = chosen & (draw >= 0.8) & (draw < 0.9)
+    masked = input_ids.copy()
+    masked[to_mask] = mask_token_id
+    masked[to_random] = rng.integers(0, vocab_size, size=int(to_random.sum()))
+    return masked.astype(np.int32), labels
