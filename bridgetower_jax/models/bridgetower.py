@@ -67,71 +67,106 @@ class PreTrainingOutput:
 
 
 class BridgeTowerModel(nn.Module):
-    """Uni-modal towers, bridges and the co-attention stack (transformers' BridgeTowerModel)."""
+    """Uni-modal towers, bridges and the co-attention stack (transformers' BridgeTowerModel).
+
+    Besides `__call__`, the stages are separate methods so that retrieval can encode every text and
+    every image once and fuse only the candidate pairs: `encode_text`, `encode_image`,
+    `text_bridge_inputs`, `image_bridge_inputs`, `fuse`.
+    """
     config: BridgeTowerConfig
 
-    @nn.compact
-    def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, image_token_type_idx: int = 1,
-                 deterministic: bool = True, output_hidden_states: bool = False) -> BridgeTowerModelOutput:
+    def setup(self):
         c = self.config
-        comp = c.compute
-        dtype, param_dtype = jnp.dtype(comp.dtype), jnp.dtype(comp.param_dtype)
-        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        kw = dict(dtype=jnp.dtype(c.compute.dtype), param_dtype=jnp.dtype(c.compute.param_dtype))
+        self.text_model = TextEncoder(c)
+        self.vision_model = VisionEncoder(c)
+
+        def transform():
+            return Dense(c.hidden_size, ("embed", "embed_out"), kernel_init=normal(c.initializer_range), **kw)
+
+        # One projection into the cross-modal width shared by every layer, or one per layer
+        # (setup names list entries `<attribute>_<j>`, matching transformers' `.<j>` keys).
+        if c.share_cross_modal_transformer_layers:
+            self.cross_modal_text_transform = transform()
+            self.cross_modal_image_transform = transform()
+        else:
+            self.cross_modal_text_transform = [transform() for _ in range(c.num_hidden_layers)]
+            self.cross_modal_image_transform = [transform() for _ in range(c.num_hidden_layers)]
+        self.token_type_embeddings = Embed(c.num_token_types, c.hidden_size,
+                                           embedding_init=normal(c.initializer_range), **kw)
+        # The first cross-modal layer has no previous output to bridge with: a LayerNorm stands where
+        # the link tower is.
+        self.cross_modal_text_layernorm = LayerNorm(c.layer_norm_eps, **kw)
+        self.cross_modal_image_layernorm = LayerNorm(c.layer_norm_eps, **kw)
+        link = dict(link_tower_type=c.link_tower_type, layer_norm_eps=c.layer_norm_eps, **kw)
+        self.cross_modal_text_link_tower = [LinkTower(**link) for _ in range(c.num_hidden_layers - 1)]
+        self.cross_modal_image_link_tower = [LinkTower(**link) for _ in range(c.num_hidden_layers - 1)]
+        layer = dict(config=c.text, attention_impl=c.compute.attention_impl, init_std=c.initializer_range, **kw)
+        self.cross_modal_text_layers = [CrossModalLayer(**layer) for _ in range(c.num_hidden_layers)]
+        self.cross_modal_image_layers = [CrossModalLayer(**layer) for _ in range(c.num_hidden_layers)]
+        self.cross_modal_text_pooler = Pooler(c.initializer_range, **kw)
+        self.cross_modal_image_pooler = Pooler(c.initializer_range, **kw)
+
+    def _transform(self, kind: str, j: int) -> Dense:
+        t = self.cross_modal_text_transform if kind == "text" else self.cross_modal_image_transform
+        return t if self.config.share_cross_modal_transformer_layers else t[j]
+
+    def encode_text(self, input_ids, attention_mask=None, deterministic=True, output_hidden_states=False):
+        """-> (the text states feeding each cross-modal layer, all hidden states or None)."""
+        return self.text_model(input_ids, _key_mask(attention_mask), deterministic, output_hidden_states)
+
+    def encode_image(self, pixel_values, output_hidden_states=False):
+        """-> (ln_post of the image states feeding each cross-modal layer, raw hidden states or None)."""
+        return self.vision_model(pixel_values, output_hidden_states)
+
+    def text_bridge_inputs(self, text_states):
+        """Text states -> the per-layer text inputs of the cross-modal stack (projected + token type 0)."""
+        text_type = self.token_type_embeddings(jnp.zeros((1, 1), jnp.int32))
+        return [self._transform("text", j)(s) + text_type for j, s in enumerate(text_states)]
+
+    def image_bridge_inputs(self, image_states, image_token_type_idx: int = 1):
+        """Image states -> the per-layer image inputs of the cross-modal stack (projected + image token type)."""
+        c = self.config
         if not 1 <= image_token_type_idx < c.num_token_types:
             raise ValueError(f"image_token_type_idx={image_token_type_idx} needs num_token_types > "
                              f"{image_token_type_idx} (have {c.num_token_types})")
-        # Padding is masked only where text is a key: the image stream is never masked.
-        text_mask = None if attention_mask is None else attention_mask.astype(bool)
+        image_type = self.token_type_embeddings(jnp.full((1, 1), image_token_type_idx, jnp.int32))
+        return [self._transform("image", j)(s) + image_type for j, s in enumerate(image_states)]
 
-        text_states, text_hidden = TextEncoder(c, deterministic, name="text_model")(
-            input_ids, text_mask, output_hidden_states)
-        image_states, image_hidden = VisionEncoder(c, deterministic, name="vision_model")(
-            pixel_values, output_hidden_states)
-
-        def transforms(kind: str) -> list[Dense]:
-            """The projection into the cross-modal width for each cross-modal layer (one shared, or one each)."""
-            def make(name):
-                return Dense(c.hidden_size, ("embed", "embed_out"), kernel_init=normal(c.initializer_range),
-                             name=name, **kw)
-            name = f"cross_modal_{kind}_transform"
-            if c.share_cross_modal_transformer_layers:
-                return [make(name)] * c.num_hidden_layers
-            return [make(f"{name}_{j}") for j in range(c.num_hidden_layers)]
-
-        text_transforms, image_transforms = transforms("text"), transforms("image")
-        token_types = Embed(c.num_token_types, c.hidden_size, embedding_init=normal(c.initializer_range),
-                            name="token_type_embeddings", **kw)
-        text_type = token_types(jnp.zeros((1, 1), jnp.int32))
-        image_type = token_types(jnp.full((1, 1), image_token_type_idx, jnp.int32))
-
-        layer_kw = dict(config=c.text, attention_impl=comp.attention_impl, deterministic=deterministic,
-                        init_std=c.initializer_range, **kw)
-        cross_pairs = []
-        xt = xi = text_in = image_in = None
-        for j in range(c.num_hidden_layers):
-            text_in = text_transforms[j](text_states[j]) + text_type
-            image_in = image_transforms[j](image_states[j]) + image_type
+    def fuse(self, text_inputs, image_inputs, attention_mask=None, deterministic=True):
+        """The co-attention stack over bridged inputs -> (text, image, pooled, per-layer pairs)."""
+        text_mask = _key_mask(attention_mask)
+        xt = xi = None
+        pairs = []
+        for j, (text_in, image_in) in enumerate(zip(text_inputs, image_inputs, strict=True)):
             if j == 0:
-                # The first cross-modal layer has no previous output to bridge with: a LayerNorm
-                # stands where the link tower is.
-                at = LayerNorm(c.layer_norm_eps, name="cross_modal_text_layernorm", **kw)(text_in)
-                ai = LayerNorm(c.layer_norm_eps, name="cross_modal_image_layernorm", **kw)(image_in)
+                at, ai = self.cross_modal_text_layernorm(text_in), self.cross_modal_image_layernorm(image_in)
             else:
-                link = dict(link_tower_type=c.link_tower_type, layer_norm_eps=c.layer_norm_eps, **kw)
-                at = LinkTower(name=f"cross_modal_text_link_tower_{j - 1}", **link)(text_in, xt)
-                ai = LinkTower(name=f"cross_modal_image_link_tower_{j - 1}", **link)(image_in, xi)
-            # Both streams read the bridged inputs of the same layer, not each other's new output.
-            xt = CrossModalLayer(name=f"cross_modal_text_layers_{j}", **layer_kw)(at, text_mask, ai, None)
-            xi = CrossModalLayer(name=f"cross_modal_image_layers_{j}", **layer_kw)(ai, None, at, text_mask)
-            cross_pairs.append((xt, xi))
+                at = self.cross_modal_text_link_tower[j - 1](text_in, xt)
+                ai = self.cross_modal_image_link_tower[j - 1](image_in, xi)
+            # Both streams read the bridged inputs of the same layer, not each other's new output;
+            # the image stream is never masked, text padding is masked wherever text is the key.
+            xt = self.cross_modal_text_layers[j](at, text_mask, ai, None, deterministic)
+            xi = self.cross_modal_image_layers[j](ai, None, at, text_mask, deterministic)
+            pairs.append((xt, xi))
+        pooled = jnp.concatenate([self.cross_modal_text_pooler(xt), self.cross_modal_image_pooler(xi)], axis=-1)
+        return xt, xi, pooled, tuple(pairs)
 
-        pool_kw = dict(init_std=c.initializer_range, **kw)
-        pooled = jnp.concatenate([Pooler(name="cross_modal_text_pooler", **pool_kw)(xt),
-                                  Pooler(name="cross_modal_image_pooler", **pool_kw)(xi)], axis=-1)
-        hidden = (text_hidden, image_hidden, tuple(cross_pairs)) if output_hidden_states else None
+    def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, image_token_type_idx: int = 1,
+                 deterministic: bool = True, output_hidden_states: bool = False) -> BridgeTowerModelOutput:
+        text_states, text_hidden = self.encode_text(input_ids, attention_mask, deterministic, output_hidden_states)
+        image_states, image_hidden = self.encode_image(pixel_values, output_hidden_states)
+        text_in = self.text_bridge_inputs(text_states)
+        image_in = self.image_bridge_inputs(image_states, image_token_type_idx)
+        xt, xi, pooled, pairs = self.fuse(text_in, image_in, attention_mask, deterministic)
+        hidden = (text_hidden, image_hidden, pairs) if output_hidden_states else None
         return BridgeTowerModelOutput(text_features=xt, image_features=xi, pooler_output=pooled,
-                                      text_unimodal_cls=text_states[-1][:, 0], image_unimodal_cls=image_in[:, 0],
+                                      text_unimodal_cls=text_states[-1][:, 0], image_unimodal_cls=image_in[-1][:, 0],
                                       hidden_states=hidden)
+
+
+def _key_mask(attention_mask):
+    return None if attention_mask is None else attention_mask.astype(bool)
 
 
 def _contrastive(out: BridgeTowerModelOutput, text_head, image_head, cross_head,
@@ -194,18 +229,21 @@ class BridgeTowerForContrastiveLearning(nn.Module):
 
 
 class BridgeTowerForPreTraining(nn.Module):
-    """One parameter tree for pre-training: MLM + ITM heads, and the ITC heads when `with_itc`.
+    """One parameter tree for pre-training and retrieval: MLM, ITM and (with `with_itc`) ITC heads.
 
     The objectives run separate forwards (masked text for MLM, matched/mismatched pairs for ITM),
     so each head has its own method; `__call__` (used by `init`) runs them all on one batch.
+    Retrieval fine-tuning uses `with_mlm=False, with_itc=True`.
     """
     config: BridgeTowerConfig
     with_itc: bool = False
+    with_mlm: bool = True
 
     def setup(self):
         c = self.config
         self.bridgetower = BridgeTowerModel(c)
-        self.mlm_score = MLMHead(c)
+        if self.with_mlm:
+            self.mlm_score = MLMHead(c)
         self.itm_score = LinearHead(2, c)
         if self.with_itc:
             self.itc_text_head = LinearHead(c.contrastive_hidden_size, c)
@@ -226,12 +264,26 @@ class BridgeTowerForPreTraining(nn.Module):
         return self.itm_score(out.pooler_output), _contrastive(
             out, self.itc_text_head, self.itc_image_head, self.itc_cross_modal_head, self.logit_scale)
 
+    def text_contrastive_embeds(self, input_ids, attention_mask, deterministic=True) -> jax.Array:
+        """L2-normalised ITC text embedding from the text tower alone (no image needed)."""
+        states, _ = self.bridgetower.encode_text(input_ids, attention_mask, deterministic)
+        return l2_normalize(self.itc_text_head(states[-1][:, 0]))
+
+    def image_contrastive_embeds(self, pixel_values) -> jax.Array:
+        """L2-normalised ITC image embedding from the vision tower alone (no text needed)."""
+        states, _ = self.bridgetower.encode_image(pixel_values)
+        top = self.bridgetower.image_bridge_inputs(states[-1:])[0]
+        return l2_normalize(self.itc_image_head(top[:, 0]))
+
+    def contrastive_scale(self) -> jax.Array:
+        return jnp.exp(self.logit_scale)
+
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, deterministic=True):
         if self.with_itc:
             itm, itc = self.itm_and_contrastive(input_ids, attention_mask, pixel_values, deterministic)
         else:
             itm, itc = self.itm(input_ids, attention_mask, pixel_values, deterministic), None
-        mlm = self.mlm(input_ids, attention_mask, pixel_values, deterministic)
+        mlm = self.mlm(input_ids, attention_mask, pixel_values, deterministic) if self.with_mlm else None
         return PreTrainingOutput(mlm_logits=mlm, itm_logits=itm, contrastive=itc)
 
 

@@ -74,17 +74,16 @@ class TextEncoder(nn.Module):
     every hidden state (embeddings first), as transformers' `hidden_states[0]`.
     """
     config: BridgeTowerConfig
-    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, input_ids, key_mask, output_hidden_states: bool = False):
+    def __call__(self, input_ids, key_mask, deterministic: bool = True, output_hidden_states: bool = False):
         cfg, t, comp = self.config, self.config.text, self.config.compute
         dtype, param_dtype = jnp.dtype(comp.dtype), jnp.dtype(comp.param_dtype)
-        x = TextEmbeddings(t, cfg.padded_vocab_size, cfg.initializer_range, self.deterministic, dtype, param_dtype,
+        x = TextEmbeddings(t, cfg.padded_vocab_size, cfg.initializer_range, deterministic, dtype, param_dtype,
                            name="embeddings")(input_ids)
         x = constrain(x)
         hidden = [x]
-        kw = dict(config=t, attention_impl=comp.attention_impl, deterministic=self.deterministic,
+        kw = dict(config=t, attention_impl=comp.attention_impl, deterministic=deterministic,
                   init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
         split = cfg.split_index
         if comp.scan_layers:

@@ -44,7 +44,6 @@ class VisionBlock(nn.Module):
     config: VisionConfig
     num_blocks: int = 12   # CLIP's initialisation scales the residual projections by depth
     attention_impl: str = "xla"
-    deterministic: bool = True
     emit_hidden: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -74,7 +73,6 @@ class VisionEncoder(nn.Module):
     `hidden_states[1]` but batch-first.
     """
     config: BridgeTowerConfig
-    deterministic: bool = True
 
     @nn.compact
     def __call__(self, pixel_values, output_hidden_states: bool = False):
@@ -86,7 +84,7 @@ class VisionEncoder(nn.Module):
         ln_post = LayerNorm(v.layer_norm_eps, name="ln_post", **kw)
         hidden = [x]
         block_kw = dict(config=v, num_blocks=v.num_hidden_layers, attention_impl=comp.attention_impl,
-                        deterministic=self.deterministic, **kw)
+                        **kw)
         split, depth = cfg.split_index, cfg.text.num_hidden_layers
         if comp.scan_layers:
             x, states = layer_stack(VisionBlock, split, x, None, name="blocks_scan", scan=True,
