@@ -18,7 +18,7 @@ from bridgetower_jax.convert.import_report import Imported, check_unmatched
 from bridgetower_jax.convert.partial_links import apply_available_links, core_part_links
 from bridgetower_jax.convert.position_resize import position_grid_size, resize_position_table
 from bridgetower_jax.convert.pytorch import load_hf_directory
-from bridgetower_jax.convert.torch_files import read_weights_file, tensors_only
+from bridgetower_jax.convert.torch_files import numpy_state_dict, read_weights_file
 from bridgetower_jax.models.config import BridgeTowerConfig
 
 BT_VISUAL = "vision_model.visual."          # transformers-BridgeTower prefix of the vision tower
@@ -171,7 +171,7 @@ def import_clip_vision(path: str | os.PathLike, config: BridgeTowerConfig, stric
         vision_sd, used = _translate_hf_clip(state_dict)
         openai_prefix, label = None, f"transformers CLIP {path}"
     else:
-        state_dict = tensors_only(read_weights_file(path), path)
+        state_dict = numpy_state_dict(read_weights_file(path), path)
         source, openai_prefix, label = str(path), "visual.", f"OpenAI CLIP {path}"
         vision_sd, used = translate_openai_visual(state_dict, openai_prefix)
     ignored, unmatched = _classify_leftovers([k for k in state_dict if k not in used], openai_prefix)

@@ -16,7 +16,9 @@ Path = tuple[str, ...]
 
 @dataclasses.dataclass
 class ImportReport:
-    """Counts are (arrays, values) per part of the model; `ignored` maps a reason to source keys."""
+    """Counts are (arrays, values) per part of the model; `ignored` maps a reason to source keys;
+    `task` names the model the params are for (see `task_models.TASKS`)."""
+    task: str = "model"
     loaded: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     initialised: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     ignored: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -24,7 +26,8 @@ class ImportReport:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def format(self) -> str:
-        lines = [_section("loaded", self.loaded, self.sources), _section("freshly initialised", self.initialised)]
+        lines = [f"params for task {self.task!r}", _section("loaded", self.loaded, self.sources),
+                 _section("freshly initialised", self.initialised)]
         total_ignored = sum(len(v) for v in self.ignored.values())
         lines.append(f"ignored from the sources: {total_ignored} keys")
         for reason, keys in self.ignored.items():
@@ -97,7 +100,7 @@ def _count(paths: list[Path], leaves: dict[Path, np.ndarray], name) -> dict[str,
     return counts
 
 
-def merge_into_fresh(fresh: dict, loaded: dict, sources: dict[str, str] | None = None,
+def merge_into_fresh(fresh: dict, loaded: dict, task: str, sources: dict[str, str] | None = None,
                      ignored: dict[str, list[str]] | None = None,
                      notes: list[str] | None = None) -> tuple[dict, ImportReport]:
     """`fresh` with every leaf that `loaded` has replaced (cast to the fresh leaf's dtype).
@@ -121,7 +124,7 @@ def merge_into_fresh(fresh: dict, loaded: dict, sources: dict[str, str] | None =
     fully_fresh = {_part(p) for p in fresh_leaves} - {_part(p) for p in loaded_leaves}
     fresh_paths = [p for p in fresh_leaves if p not in loaded_leaves]
     report = ImportReport(
-        loaded=_count(list(loaded_leaves), merged, _part),
+        task=task, loaded=_count(list(loaded_leaves), merged, _part),
         initialised=_count(fresh_paths, merged, lambda p: _part(p) if _part(p) in fully_fresh else _sub_part(p)),
         ignored=dict(ignored or {}), sources=dict(sources or {}), notes=list(notes or []))
     return _unflatten(merged), report

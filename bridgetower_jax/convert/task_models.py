@@ -56,5 +56,7 @@ def task_model_for(config: BridgeTowerConfig, task: str, num_labels: int | None 
 def init_params(model: nn.Module, seed: int = 0) -> dict:
     """A fresh parameter tree of `model` on the host (numpy), boxes removed."""
     inputs = bt.dummy_inputs(model.config, image_pairs=isinstance(model, bt.BridgeTowerForNLVR2))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), *inputs)
+    # Op by op rather than jitted: a one-off init would pay a whole-model compile, while eager ops
+    # are compiled once per shape and reused by every later init in the process.
+    variables = model.init(jax.random.PRNGKey(seed), *inputs)
     return jax.tree.map(np.asarray, nn.meta.unbox(variables)["params"])

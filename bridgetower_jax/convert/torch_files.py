@@ -87,7 +87,11 @@ def load_torch_object(path: str | os.PathLike) -> Any:
 
 
 def read_weights_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A weights file -> its top-level mapping (state dict or checkpoint container); tensors become numpy."""
+    """A weights file -> its top-level mapping (a state dict, or a checkpoint container around one).
+
+    Values are left as read (torch tensors, numpy arrays for safetensors): a Lightning container
+    also holds optimizer states, which nobody should pay to convert.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
@@ -98,21 +102,13 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, Any]:
     obj = load_torch_object(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dictionary")
-    return {k: _to_numpy(v) for k, v in obj.items()}
+    return obj
 
 
-def _to_numpy(value):
+def numpy_state_dict(mapping: dict[str, Any], path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat state dict (str -> tensor or array) as numpy; ValueError naming `path` for anything else."""
     import torch
-    if isinstance(value, torch.Tensor):
-        return tensor_to_numpy(value)
-    if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
-    return value
-
-
-def tensors_only(mapping: dict[str, Any], path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Check that a mapping is a flat state dict (str -> array); ValueError naming `path` otherwise."""
-    bad = [k for k, v in mapping.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    bad = [k for k, v in mapping.items() if not isinstance(k, str) or not isinstance(v, (torch.Tensor, np.ndarray))]
     if bad:
         raise ValueError(f"{path} is not a flat state dict: entries {bad[:5]} are not tensors")
-    return mapping
+    return {k: tensor_to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in mapping.items()}
