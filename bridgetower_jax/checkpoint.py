@@ -7,21 +7,29 @@ A *params directory* is what the converters write and `init_from` reads:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from bridgetower_jax.models.config import BridgeTowerConfig
 
 CONFIG_FILE = "config.json"
+
+
+def _absolute(path) -> epath.Path:
+    """Local paths made absolute (Orbax requires it); gs:// and other URIs kept as they are."""
+    p = epath.Path(path)
+    return p if "://" in str(path) else epath.Path(os.path.abspath(str(path)))
 PARAMS_DIR = "params"
 
 
 def save_params(directory: str | Path, config: BridgeTowerConfig, params: dict, heads: tuple[str, ...]) -> Path:
     """Write a params directory; the config is written last so a half-written directory never loads."""
-    directory = Path(directory).absolute()
+    directory = _absolute(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / PARAMS_DIR).exists():
         raise FileExistsError(f"{directory / PARAMS_DIR} already exists; choose an empty output directory")
@@ -38,7 +46,7 @@ def save_params(directory: str | Path, config: BridgeTowerConfig, params: dict, 
 def load_params(directory: str | Path, target: dict | None = None) -> tuple[BridgeTowerConfig, dict, tuple[str, ...]]:
     """Read a params directory -> (config, params, heads). `target` (a tree of ShapeDtypeStructs with
     shardings) restores straight onto a mesh; without it arrays come back on the host."""
-    directory = Path(directory).absolute()
+    directory = _absolute(directory)
     config_file = directory / CONFIG_FILE
     if not config_file.exists() or not (directory / PARAMS_DIR).exists():
         raise FileNotFoundError(f"{directory} is not a params directory (needs {CONFIG_FILE} and {PARAMS_DIR}/)")
@@ -50,3 +58,48 @@ def load_params(directory: str | Path, target: dict | None = None) -> tuple[Brid
     if target is None:
         params = jax.tree.map(np.asarray, params)
     return config, params, tuple(meta.get("heads", ()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training checkpoints: WORKDIR/checkpoints/<step>/{state, data_iter, config}
+# ---------------------------------------------------------------------------------------------
+class TrainCheckpointer:
+    """Orbax CheckpointManager holding the train state, the Grain iterator state and the config.
+
+    Saves are asynchronous; a step directory only counts once Orbax has committed it, so an
+    interrupted write is never restored (the newest *complete* step is).
+    """
+
+    def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True):
+        import grain  # noqa: F401  (registers Grain's checkpoint handler with Orbax)
+        self.directory = _absolute(workdir) / "checkpoints"
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=asynchronous)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iter, config: dict, force: bool = False) -> bool:
+        import grain
+        args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config)}
+        if data_iter is not None:
+            args["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+        return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+    def restore(self, step: int, state_target, data_iter=None):
+        """Restore the state onto `state_target`'s shardings (any mesh); `data_iter` is restored in place."""
+        import grain
+        args = {"state": ocp.args.StandardRestore(state_target)}
+        if data_iter is not None:
+            args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+        return self.manager.restore(step, args=ocp.args.Composite(**args)).state
+
+    def restore_config(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

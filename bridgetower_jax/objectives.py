@@ -26,9 +26,52 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
 
 
-def contrastive_loss(text: jax.Array, image: jax.Array, cross: jax.Array, logit_scale: jax.Array) -> jax.Array:
-    """transformers' BridgeTowerForContrastiveLearning loss: the mean of three row-wise InfoNCE terms
-    (text->image, text->cross, image->cross) over normalised embeddings, labels = arange(B)."""
-    labels = jnp.arange(text.shape[0])
-    terms = [cross_entropy(a @ b.T * logit_scale, labels) for a, b in ((text, image), (text, cross), (image, cross))]
-    return sum(terms) / 3.0
+def vqa_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """The original's VQA loss: binary cross-entropy with soft targets, mean over B x A, times A
+    (a sum over answers and a mean over questions)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    per_entry = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return jnp.mean(per_entry) * targets.shape[-1]
+
+
+def masked_lm_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    valid = labels != IGNORE_INDEX
+    hits = (jnp.argmax(logits, -1) == labels) & valid
+    return hits.sum() / jnp.maximum(valid.sum(), 1)
+
+
+def gathered_contrastive_loss(text: jax.Array, image: jax.Array, group: jax.Array, logit_scale) -> jax.Array:
+    """`soft_contrastive_loss` over the *global* batch, computed shard-locally.
+
+    Inside `jax.shard_map` each batch shard gathers every shard's embeddings (all_gather over the
+    data and fsdp axes), scores its own rows against all of them in both directions and averages;
+    memory is O(local x global) rather than global x global. `group` [B] ids equal positives
+    (the image index; arange for one caption per image). Must run under `jax.set_mesh(mesh)`.
+    """
+    from jax.sharding import PartitionSpec as P
+    from bridgetower_jax.sharding import BATCH_AXES
+
+    def local(t, i, g, scale):
+        all_t = jax.lax.all_gather(t, BATCH_AXES, tiled=True)
+        all_i = jax.lax.all_gather(i, BATCH_AXES, tiled=True)
+        all_g = jax.lax.all_gather(g, BATCH_AXES, tiled=True)
+
+        def soft_ce(queries, keys, q_group):
+            logits = queries @ keys.T * scale
+            pos = (q_group[:, None] == all_g[None, :]).astype(logits.dtype)
+            return -jnp.sum(jnp.sum(jax.nn.log_softmax(logits, -1) * pos / pos.sum(-1, keepdims=True), -1))
+
+        local_sum = soft_ce(t, all_i, g) + soft_ce(i, all_t, g)
+        return jax.lax.psum(local_sum, BATCH_AXES) / (2 * all_g.shape[0])
+
+    return jax.shard_map(local, in_specs=(P(BATCH_AXES), P(BATCH_AXES), P(BATCH_AXES), P()), out_specs=P(),
+                         check_vma=False)(text, image, group, logit_scale)
+
+
+def sample_hard_negatives(similarity: jax.Array, positives: jax.Array, rng: jax.Array) -> jax.Array:
+    """For each row, one column drawn with probability softmax(similarity) over non-positives
+    (ALBEF-style hard negatives, as the original's ITM with ITC-sampled negatives)."""
+    logits = jnp.where(positives, -jnp.inf, jax.lax.stop_gradient(similarity))
+    # A row with nothing but positives would have no valid draw; fall back to uniform over all.
+    logits = jnp.where(jnp.all(positives, -1, keepdims=True), 0.0, logits)
+    return jax.random.categorical(rng, logits, axis=-1)

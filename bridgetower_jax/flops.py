@@ -1,0 +1,81 @@
+"""Model FLOPs from the config (matmuls only: 2 FLOPs per multiply-add), the one place MFU comes from.
+
+Training FLOPs are 3x the forward (forward + backward); rematerialisation is not counted, as MFU
+conventionally measures useful work. `bench/` checks these numbers against XLA's cost analysis.
+"""
+from __future__ import annotations
+
+import jax
+
+from bridgetower_jax.models.config import BridgeTowerConfig
+
+# bf16 dense peak per chip (vendor figures). CPU has no meaningful entry: set peak_flops_per_device.
+PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
+              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
+              "NVIDIA A100": 312e12}
+
+
+def _attention(q_len: int, kv_len: int, width: int) -> float:
+    """q/k/v/out projections and the two attention matmuls."""
+    return 2 * (2 * q_len * width * width + 2 * kv_len * width * width + 2 * q_len * kv_len * width)
+
+
+def text_tower_flops(c: BridgeTowerConfig, text_len: int) -> float:
+    t = c.text
+    per_layer = _attention(text_len, text_len, t.hidden_size) + 2 * 2 * text_len * t.hidden_size * t.intermediate_size
+    return t.num_hidden_layers * per_layer
+
+
+def vision_tower_flops(c: BridgeTowerConfig) -> float:
+    v = c.vision
+    n, d = v.num_positions, v.hidden_size
+    patch = 2 * v.num_patches * v.patch_size ** 2 * v.num_channels * d
+    per_block = _attention(n, n, d) + 2 * 2 * n * d * 4 * d
+    return patch + c.text.num_hidden_layers * per_block      # blocks deeper than the text tower never run
+
+
+def fusion_flops(c: BridgeTowerConfig, text_len: int) -> float:
+    """Transforms into the cross-modal width at every bridged layer, both co-attention stacks, poolers."""
+    h, i, n_img = c.hidden_size, c.text.intermediate_size, c.vision.num_positions
+    transforms = c.num_hidden_layers * 2 * (text_len * c.text.hidden_size * h + n_img * c.vision.hidden_size * h)
+
+    def stream(own: int, other: int) -> float:
+        return _attention(own, own, h) + _attention(own, other, h) + 2 * 2 * own * h * i
+    layers = c.num_hidden_layers * (stream(text_len, n_img) + stream(n_img, text_len))
+    return transforms + layers + 2 * 2 * h * h
+
+
+def forward_flops(c: BridgeTowerConfig, text_len: int) -> float:
+    """One image-text pair through BridgeTowerModel."""
+    return text_tower_flops(c, text_len) + vision_tower_flops(c) + fusion_flops(c, text_len)
+
+
+def mlm_head_flops(c: BridgeTowerConfig, text_len: int) -> float:
+    return 2 * text_len * (c.hidden_size * c.hidden_size + c.hidden_size * c.padded_vocab_size)
+
+
+def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc: bool = False) -> float:
+    """Forward + backward FLOPs for one training example of `task`."""
+    pair = forward_flops(c, text_len)
+    if task == "pretrain":
+        fwd = 2 * pair + mlm_head_flops(c, text_len)            # an MLM pass and an ITM pass
+        if itc:
+            fwd += text_tower_flops(c, text_len) + vision_tower_flops(c)
+    elif task == "retrieval":
+        fwd = text_tower_flops(c, text_len) + vision_tower_flops(c) + 3 * pair   # ITC towers + 3 ITM pairs
+    elif task == "nlvr2":
+        fwd = 2 * pair
+    else:
+        fwd = pair
+    return 3 * fwd
+
+
+def peak_flops_per_device(override: float = 0.0) -> float | None:
+    """The accelerator's peak, or `override` when > 0; None when unknown (CPU)."""
+    if override > 0:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, peak in PEAK_FLOPS.items():
+        if kind.startswith(name):
+            return peak
+    return None

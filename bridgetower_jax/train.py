@@ -1,0 +1,400 @@
+"""Pre-training and fine-tuning loop, the same code on one CPU and on a multi-host pod.
+
+    python -m bridgetower_jax.train --config configs/<file>.py[:variant] --workdir DIR [--config.key=value ...]
+
+Sections: experiment set-up (validated before anything compiles) -> sharded state creation
+-> the pure, jitted train step -> evaluation -> the loop (resume, log, checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from bridgetower_jax import flops as flops_lib
+from bridgetower_jax import optim, param_surgery, sharding, tasks
+from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
+from bridgetower_jax.metric_writer import MetricWriter
+
+log = logging.getLogger("bridgetower_jax")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiment set-up
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Experiment:
+    cfg: Any
+    model: nn.Module
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    tx: optax.GradientTransformation
+    schedule: Callable
+    init_fn: Callable                 # rng -> boxed TrainState
+    state_sharding: Any
+
+    def context(self):
+        """Trace under the mesh and the logical rules (`with mesh:` alone drops Flax constraints)."""
+        return _Context(self.mesh, self.rules)
+
+
+class _Context:
+    def __init__(self, mesh, rules):
+        self._mesh_cm, self._rules_cm = jax.set_mesh(mesh), nn.logical_axis_rules(rules)
+
+    def __enter__(self):
+        self._mesh_cm.__enter__()
+        self._rules_cm.__enter__()
+
+    def __exit__(self, *exc):
+        self._rules_cm.__exit__(*exc)
+        self._mesh_cm.__exit__(*exc)
+
+
+def validate_batch(cfg, mesh) -> None:
+    """The global batch must split evenly over processes, batch shards and accumulation steps."""
+    accum, shards, procs = cfg.optim.grad_accum_steps, sharding.batch_shards(mesh), jax.process_count()
+    if accum < 1:
+        raise ValueError(f"optim.grad_accum_steps={accum} must be >= 1")
+    if cfg.batch_size % procs:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {procs} processes")
+    if cfg.batch_size % (accum * shards):
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by optim.grad_accum_steps ({accum}) x "
+                         f"mesh.data*mesh.fsdp ({shards}) = {accum * shards}")
+    if cfg.total_steps < 1:
+        raise ValueError(f"total_steps={cfg.total_steps} must be >= 1")
+
+
+def build_experiment(cfg) -> Experiment:
+    """Everything the loop needs, checked before any compilation."""
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, cfg.mesh.num_slices)
+    validate_batch(cfg, mesh)
+    model = tasks.build_model(cfg)
+    tx, schedule = optim.make_optimizer(cfg.optim, cfg.total_steps)
+    rules = sharding.DEFAULT_RULES
+
+    def init_fn(rng):
+        params = model.init(rng, *tasks.init_inputs(cfg))["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    with _Context(mesh, rules):
+        abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+        state_sharding = sharding.logical_shardings(abstract, mesh, rules)
+    return Experiment(cfg, model, mesh, rules, tx, schedule, init_fn, state_sharding)
+
+
+def init_state(exp: Experiment, rng) -> TrainState:
+    """Parameters created directly in their shards (no host copy of the full model)."""
+    with exp.context():
+        return jax.jit(lambda r: nn.meta.unbox(exp.init_fn(r)), out_shardings=exp.state_sharding)(rng)
+
+
+def state_target(exp: Experiment):
+    """ShapeDtypeStructs with shardings: restore a checkpoint straight onto this mesh."""
+    with exp.context():
+        abstract = jax.eval_shape(lambda r: nn.meta.unbox(exp.init_fn(r)), jax.random.PRNGKey(0))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, exp.state_sharding)
+
+
+# ---------------------------------------------------------------------------------------------
+# Train step
+# ---------------------------------------------------------------------------------------------
+def _split_microbatches(batch: dict, accum: int) -> dict:
+    """[B, ...] -> [accum, B / accum, ...] with microbatch k = examples k, k + accum, ... so that every
+    device keeps its own examples (the batch axis stays sharded)."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def make_train_step(exp: Experiment):
+    cfg, model, tx, accum = exp.cfg, exp.model, exp.tx, exp.cfg.optim.grad_accum_steps
+    base_rng = jax.random.PRNGKey(cfg.seed)
+
+    def loss_fn(params, batch, rng):
+        return tasks.loss_and_metrics(cfg, model, params, batch, rng)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(base_rng, state.step)
+        if accum == 1:
+            (_, metrics), grads = grad_fn(state.params, batch, rng)
+        else:
+            def body(carry, xs):
+                micro, k = xs
+                (_, m), g = grad_fn(state.params, micro, jax.random.fold_in(rng, k))
+                return jax.tree.map(jnp.add, carry, (g, m)), None
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(state.params, _first_micro(batch, accum),
+                                                                                rng)[::-1]))
+            zeros = (zeros[0], zeros[1][1])
+            (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum), jnp.arange(accum)))
+            grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": exp.schedule(state.step)}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    compiled = {}
+
+    def run(state: TrainState, batch: dict):
+        key = jax.tree.structure(batch), tuple(x.ndim for x in jax.tree.leaves(batch))
+        if key not in compiled:
+            batch_sharding = jax.tree.map(lambda x: sharding.batch_sharding(exp.mesh, x.ndim), batch)
+            compiled[key] = jax.jit(train_step, in_shardings=(exp.state_sharding, batch_sharding),
+                                    out_shardings=(exp.state_sharding, None), donate_argnums=0)
+        with exp.context():
+            return compiled[key](state, batch)
+    return run
+
+
+def _first_micro(batch: dict, accum: int) -> dict:
+    return jax.tree.map(lambda x: x[: x.shape[0] // accum], batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def make_eval_step(exp: Experiment):
+    cfg, model = exp.cfg, exp.model
+    jitted = jax.jit(lambda params, batch: tasks.eval_sums(cfg, model, params, batch))
+
+    def run(params, batch):
+        with exp.context():
+            return jitted(params, batch)
+    return run
+
+
+def evaluate_split(exp: Experiment, params, tokenizer, spec: str) -> dict:
+    """Task metrics over one split (every example once, padding excluded)."""
+    from bridgetower_jax.data import pipeline
+    cfg = exp.cfg
+    it = pipeline.make_eval_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, spec=spec,
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     batch_size=cfg.eval.batch_size // jax.process_count())
+    step = make_eval_step(exp)
+    totals: dict[str, float] = {}
+    for local in it:
+        sums = jax.device_get(step(params, sharding.global_batch(local, exp.mesh)))
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    count = max(totals.pop("count", 0.0), 1.0)
+    return {k: v / count for k, v in totals.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, initial parameters
+# ---------------------------------------------------------------------------------------------
+def load_data_assets(cfg):
+    """Tokenizer and task facts that the config must agree with (checked before compiling)."""
+    from bridgetower_jax.data import sources, tokenizer as tokenizer_lib
+    for key in ("data_dir", "tokenizer_dir"):
+        if not cfg.data.get(key):
+            raise ValueError(f"config.data.{key} is not set (pass --config.data.{key}=PATH)")
+        if not os.path.isdir(cfg.data[key]):
+            raise FileNotFoundError(f"config.data.{key}={cfg.data[key]!r} is not a directory")
+    tokenizer = tokenizer_lib.load_tokenizer(cfg.data.tokenizer_dir)
+    vocab = cfg.model.text.vocab_size
+    if len(tokenizer) > vocab:
+        raise ValueError(f"the tokenizer in {cfg.data.tokenizer_dir} has {len(tokenizer)} tokens but "
+                         f"config.model.text.vocab_size={vocab}")
+    if tokenizer.pad_token_id != cfg.model.text.pad_token_id:
+        raise ValueError(f"tokenizer pad id {tokenizer.pad_token_id} != config.model.text.pad_token_id "
+                         f"{cfg.model.text.pad_token_id}")
+    if cfg.task == "vqa":
+        answers = len(sources.answer_vocabulary(cfg.data.data_dir))
+        if cfg.heads.num_answers not in (-1, answers):
+            raise ValueError(f"heads.num_answers={cfg.heads.num_answers} but the data has {answers} answers")
+        with cfg.unlocked():
+            cfg.heads.num_answers = answers
+    return tokenizer
+
+
+def initial_state(exp: Experiment, report: Callable[[str], None]) -> TrainState:
+    """Fresh state, then (if configured) parameters from `init_from` merged in with head surgery."""
+    cfg = exp.cfg
+    state = init_state(exp, jax.random.PRNGKey(cfg.seed))
+    if cfg.init_from:
+        _, loaded, _ = load_params(cfg.init_from)
+        fresh = jax.device_get(state.params)
+        merged, lines = param_surgery.merge(fresh, loaded, tasks.model_config(cfg))
+        for line in lines:
+            report(line)
+        params = jax.device_put(merged, exp.state_sharding.params)
+        with exp.context():
+            state = state.replace(params=params, opt_state=jax.jit(
+                exp.tx.init, out_shardings=exp.state_sharding.opt_state)(params))
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Progress lines: step, losses, examples/s, MFU (where the peak is known) and ETA."""
+
+    def __init__(self, cfg, model_config, start_step: int):
+        self.cfg, self.last_time, self.last_step, self.start = cfg, time.time(), start_step, time.time()
+        self.flops = flops_lib.train_flops_per_example(model_config, cfg.task, cfg.data.max_text_len,
+                                                       itc=cfg.task == "pretrain" and cfg.objectives.itc > 0)
+        peak = flops_lib.peak_flops_per_device(cfg.peak_flops_per_device)
+        self.peak = peak * jax.device_count() if peak else None
+
+    def line(self, step: int, metrics: dict) -> tuple[str, dict]:
+        now = time.time()
+        steps = max(step - self.last_step, 1)
+        examples_per_s = steps * self.cfg.batch_size / max(now - self.last_time, 1e-9)
+        extra = {"examples_per_second": examples_per_s}
+        parts = [f"step {step}/{self.cfg.total_steps}", f"loss {metrics['loss']:.4f}"]
+        parts += [f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith(("_loss", "_accuracy", "_score"))]
+        parts.append(f"{examples_per_s:.1f} ex/s")
+        if self.peak:
+            extra["mfu"] = examples_per_s * self.flops / self.peak
+            parts.append(f"MFU {100 * extra['mfu']:.1f}%")
+        eta = (self.cfg.total_steps - step) * (now - self.last_time) / steps
+        parts.append(f"ETA {_fmt_duration(eta)}")
+        self.last_time, self.last_step = now, step
+        return " | ".join(parts), extra
+
+
+def train_and_evaluate(cfg, workdir: str) -> dict:
+    """Train `cfg` in `workdir` (resuming from its newest checkpoint); returns the last logged metrics."""
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    report = log.info if jax.process_index() == 0 else (lambda _: None)
+    tokenizer = load_data_assets(cfg)
+    exp = build_experiment(cfg)
+    from bridgetower_jax.data import pipeline
+    local_batch = cfg.batch_size // jax.process_count()
+    train_iter = pipeline.make_train_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, seed=cfg.seed,
+                                              process_index=jax.process_index(),
+                                              process_count=jax.process_count(), batch_size=local_batch)
+    ckpt = TrainCheckpointer(workdir, cfg.max_to_keep)
+    start = ckpt.latest_step()
+    if start is not None:
+        report(f"resuming from {ckpt.directory}/{start}")
+        state = ckpt.restore(start, state_target(exp), train_iter)
+    else:
+        state = initial_state(exp, report)
+        start = 0
+    model_config = tasks.model_config(cfg)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    report(f"task {cfg.task}: {n_params / 1e6:.2f}M parameters on mesh {dict(exp.mesh.shape)} "
+           f"({jax.process_count()} process(es)), global batch {cfg.batch_size}")
+    writer = MetricWriter(workdir, resume_step=start)
+    progress = Progress(cfg, model_config, start)
+    train_step = make_train_step(exp)
+    last = {}
+    try:
+        for step in range(start + 1, cfg.total_steps + 1):
+            batch = sharding.global_batch(next(train_iter), exp.mesh)
+            state, metrics = train_step(state, batch)
+            if step % cfg.log_every == 0 or step == cfg.total_steps:
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                text, extra = progress.line(step, last)
+                report(text)
+                writer.write(step, {**last, **extra})
+            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                ckpt.save(step, state, train_iter, cfg.to_dict())
+            if cfg.eval.spec and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.total_steps:
+                last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report))
+        if cfg.eval.spec:   # also when a finished run is started again: it re-evaluates
+            last.update(_evaluate_and_log(exp, state.params, tokenizer, cfg.total_steps, writer, report))
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return last
+
+
+def _evaluate_and_log(exp, params, tokenizer, step, writer, report) -> dict:
+    results = {f"eval/{k}": v for k, v in evaluate_split(exp, params, tokenizer, exp.cfg.eval.spec).items()}
+    report(f"eval on {exp.cfg.eval.spec} at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    writer.write(step, results)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None) -> None:
+    """Explicit coordinator (flags or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID);
+    else JAX's own cluster detection on Cloud TPU VMs and multi-task SLURM jobs; else one process."""
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ValueError("--coordinator_address needs --num_processes and --process_id")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif _on_cloud_tpu_vm() or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        # JAX finds the other workers itself (TPU metadata server, SLURM environment); on a
+        # single-host TPU VM this is a harmless one-process initialisation.
+        jax.distributed.initialize()
+
+
+def _on_cloud_tpu_vm() -> bool:
+    """TPU chips are visible as /dev/accel* (v2-v4) or /dev/vfio/<n> (v5e and later)."""
+    import glob
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def setup_logging() -> None:
+    """Our progress lines at INFO on stderr; libraries (Orbax, absl) stay at WARNING."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    logging.getLogger().setLevel(logging.WARNING)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def main(argv) -> None:
+    from absl import flags
+    del argv
+    FLAGS = flags.FLAGS
+    setup_logging()
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "experiment config file, e.g. configs/vqa.py:base",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics.jsonl and TensorBoard events")
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 for multi-process runs")
+    flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator_address)")
+    flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator_address)")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+    define_flags()
+    app.run(main)

@@ -1,0 +1,80 @@
+"""The fields every experiment config has, with the original repository's defaults.
+
+Experiment files (`configs/pretrain.py`, `configs/vqa.py`, ...) start from `base_config` and
+override what their task changes; each file's docstring carries the command that runs it.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from bridgetower_jax.models.config import preset
+
+
+def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = task
+    c.seed = 0
+    c.total_steps = 100_000
+    c.batch_size = 4096                # global, over all processes and accumulation steps
+    c.log_every = 50
+    c.checkpoint_every = 1000
+    c.eval_every = 0                   # 0 = evaluate only at the end
+    c.max_to_keep = 3
+    c.init_from = ""                   # a params directory (python -m bridgetower_jax.convert ...)
+    c.peak_flops_per_device = 0.0      # for MFU where the device is not in flops.PEAK_FLOPS (e.g. CPU)
+
+    c.model = ml_collections.ConfigDict(preset(model_preset).to_dict())
+
+    c.heads = ml_collections.ConfigDict()
+    c.heads.num_answers = -1           # VQA: filled from the data's answer vocabulary
+    c.heads.head_hidden_scale = 2.0
+    c.heads.nlvr2_dropout = 0.1
+
+    c.objectives = ml_collections.ConfigDict(dict(mlm=1.0, itm=1.0, itc=0.0))
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = ""
+    c.data.tokenizer_dir = ""
+    c.data.image_size = c.model.vision.get_ref("image_size")
+    c.data.max_text_len = 40
+    c.data.mlm_prob = 0.15
+    c.data.num_workers = 0
+    c.data.read_threads = 4
+    c.data.worker_buffer_size = 2
+    c.data.skip_bad_records = False
+    c.data.datasets = config_dict.placeholder(tuple)
+    c.data.dataset_weights = config_dict.placeholder(tuple)
+    c.data.train_transform = config_dict.placeholder(str)
+    c.data.eval_transform = config_dict.placeholder(str)
+    c.data.num_epochs = config_dict.placeholder(int)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-5
+    c.optim.end_lr = 0.0
+    c.optim.warmup = 0.1               # < 1: fraction of total_steps; >= 1: steps
+    c.optim.weight_decay = 0.01
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.98
+    c.optim.eps = 1e-8
+    c.optim.lr_mult_cross_modal = 5.0
+    c.optim.lr_mult_head = 5.0
+    c.optim.grad_clip_norm = 0.0       # the original does not clip
+    c.optim.grad_accum_steps = 1
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_slices=1))
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.spec = ""                   # e.g. "vqav2:val"; empty = no evaluation during training
+    c.eval.batch_size = 256
+    c.eval.k_test = 128                # retrieval: ITC shortlist re-ranked by ITM
+    return c
+
+
+def tiny_model(c: ml_collections.ConfigDict, vocab_size: int = 1000, image_size: int = 64) -> None:
+    """Shrink the model to the test/demo size (a few hundred thousand parameters)."""
+    t = preset("tiny")
+    c.model = ml_collections.ConfigDict(t.replace(text=t.text.__class__(**{
+        **t.text.__dict__, "vocab_size": vocab_size, "max_position_embeddings": 64}),
+        vision=t.vision.__class__(**{**t.vision.__dict__, "image_size": image_size, "patch_size": 16})).to_dict())
+    c.data.image_size = c.model.vision.get_ref("image_size")
