@@ -21,6 +21,10 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.checkpoint_every = 1000
     c.eval_every = 0                   # 0 = evaluate only at the end
     c.max_to_keep = 3
+    # A step whose loss or gradients are NaN/inf is never applied (params and optimizer state stay as
+    # they were) and never saved. "halt": stop (exit code 65) naming the step and its batch; "skip":
+    # go on, log it and count it (metric nonfinite_steps, kept in the checkpoint).
+    c.nonfinite = "halt"
     c.init_from = ""                   # a params directory (python -m bridgetower_jax.convert ...)
     c.peak_flops_per_device = 0.0      # for MFU where the device is not in flops.PEAK_FLOPS (e.g. CPU)
 
@@ -62,7 +66,9 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.optim.grad_clip_norm = 0.0       # the original does not clip
     c.optim.grad_accum_steps = 1
 
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_slices=1))
+    # Sizes of the ("data", "fsdp", "tensor") mesh; -1 fills the rest. num_devices > 0 uses only the
+    # first num_devices devices (tests, debugging); num_slices > 1 makes a multi-slice hybrid mesh.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_slices=1, num_devices=0))
 
     c.eval = ml_collections.ConfigDict()
     c.eval.spec = ""                   # e.g. "vqav2:val"; empty = no evaluation during training
@@ -76,5 +82,7 @@ def tiny_model(c: ml_collections.ConfigDict, vocab_size: int = 1000, image_size:
     t = preset("tiny")
     c.model = ml_collections.ConfigDict(t.replace(text=t.text.__class__(**{
         **t.text.__dict__, "vocab_size": vocab_size, "max_position_embeddings": 64}),
-        vision=t.vision.__class__(**{**t.vision.__dict__, "image_size": image_size, "patch_size": 16})).to_dict())
+        # 128 wide = 2 heads of 64, so the heads axis can be split over tensor=2 as well.
+        vision=t.vision.__class__(**{**t.vision.__dict__, "hidden_size": 128, "image_size": image_size,
+                                     "patch_size": 16})).to_dict())
     c.data.image_size = c.model.vision.get_ref("image_size")

@@ -10,6 +10,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Test-speed settings, no effect on what is tested: (1) the "rbg" PRNG instead of threefry -- on
+# CPU, XLA takes minutes to compile the threefry hash behind every dropout mask of a train step,
+# and rbg is, like threefry, identical across shardings; (2) a persistent compilation cache, so
+# programs compiled again within a run (resume tests, repeated configs) load instead.
+os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   ".pytest_cache", "jax_compilation"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest  # noqa: E402
 
@@ -30,3 +39,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """(data_dir, tokenizer_dir) of a small demo corpus with every task's dataset built."""
+    from train_fixtures import build_demo_data
+    return build_demo_data(str(tmp_path_factory.mktemp("demo_data")))

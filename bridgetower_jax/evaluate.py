@@ -1,0 +1,166 @@
+"""Evaluate a trained model on `config.eval.spec` (or `--split`):
+
+    python -m bridgetower_jax.evaluate --config configs/<file>.py[:variant] --workdir DIR [--split vqav2:val]
+
+VQA: VQA score (soft targets) on a split with answers, plus the EvalAI submission JSON
+(`WORKDIR/vqa_submission_<split>.json`) on every split; NLVR2 / SNLI-VE: accuracy; retrieval:
+Recall@1/5/10 both ways from the ITC shortlist re-ranked by ITM (`eval.k_test`); pre-training:
+MLM / ITM accuracy and losses. Results are printed, appended to metrics.jsonl and written to
+`WORKDIR/eval_<split>.json`. The parameters are the newest checkpoint in WORKDIR.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import jax
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+from bridgetower_jax import sharding, tasks, train
+from bridgetower_jax.checkpoint import TrainCheckpointer
+from bridgetower_jax.metrics import retrieval as retrieval_metrics
+from bridgetower_jax.metrics import vqa as vqa_metrics
+from bridgetower_jax.models import BridgeTowerForPreTraining
+
+log = logging.getLogger("bridgetower_jax")
+
+
+def _gathered(batches: list[dict]) -> dict:
+    """Concatenate this process's eval batches and gather every process's rows (same on all hosts)."""
+    local = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in local.items()}
+
+
+def evaluate_vqa_predictions(exp: train.Experiment, params, tokenizer, spec: str, out_dir) -> str:
+    """Argmax answers for every question of `spec`, written as the EvalAI submission file."""
+    from bridgetower_jax.data import pipeline, sources
+    cfg = exp.cfg
+    vocabulary = sources.answer_vocabulary(cfg.data.data_dir)
+    predict = jax.jit(lambda p, b: tasks.predict(cfg, exp.model, p, b))
+    it = pipeline.make_eval_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, spec=spec,
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     batch_size=cfg.eval.batch_size // jax.process_count())
+    rows = []
+    for local in it:
+        with exp.context():
+            answer = predict(params, sharding.global_batch(local, exp.mesh))
+        rows.append({"question_id": local["question_id"], "example_mask": local["example_mask"],
+                     "answer": np.asarray(multihost_utils.global_array_to_host_local_array(
+                         answer, exp.mesh, sharding.batch_sharding(exp.mesh).spec))})
+    rows = _gathered(rows)
+    path = str(epath.Path(out_dir) / f"vqa_submission_{spec.replace(':', '_')}.json")
+    if jax.process_index() == 0:
+        vqa_metrics.write_submission(path, rows["question_id"], [vocabulary[i] for i in rows["answer"]],
+                                     example_mask=rows["example_mask"])
+    return path
+
+
+def evaluate_retrieval(exp: train.Experiment, params, tokenizer, spec: str) -> dict:
+    """Recall@K over all images x all texts of `spec`: ITC shortlist (k_test), ITM re-rank."""
+    from bridgetower_jax.data import pipeline
+    cfg, model = exp.cfg, exp.model
+    images_it, texts_it = pipeline.make_retrieval_eval_iterators(
+        cfg.data, cfg.data.data_dir, tokenizer, spec=spec, process_index=jax.process_index(),
+        process_count=jax.process_count(), batch_size=cfg.eval.batch_size // jax.process_count())
+    image_embed = jax.jit(lambda p, x: model.apply({"params": p}, x,
+                                                   method=BridgeTowerForPreTraining.image_contrastive_embeds))
+    text_embed = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m,
+                                                     method=BridgeTowerForPreTraining.text_contrastive_embeds))
+    spec_ = sharding.batch_sharding(exp.mesh).spec
+
+    def host(x):
+        return np.asarray(multihost_utils.global_array_to_host_local_array(x, exp.mesh, spec_))
+
+    image_rows, text_rows = [], []
+    for local in images_it:
+        with exp.context():
+            emb = image_embed(params, sharding.global_batch({"x": local["pixel_values"]}, exp.mesh)["x"])
+        # Pixels are kept (as float16) so the ITM re-rank can fuse any shortlisted pair.
+        image_rows.append({"embeds": host(emb), "pixels": local["pixel_values"].astype(np.float16),
+                           "index": local["image_index"], "mask": local["example_mask"]})
+    for local in texts_it:
+        g = sharding.global_batch({"i": local["input_ids"], "m": local["attention_mask"]}, exp.mesh)
+        with exp.context():
+            emb = text_embed(params, g["i"], g["m"])
+        text_rows.append({"embeds": host(emb), "ids": local["input_ids"], "attn": local["attention_mask"],
+                          "index": local["text_index"], "image": local["image_index"], "mask": local["example_mask"]})
+    images, texts = _gathered(image_rows), _gathered(text_rows)
+    image_embeds = retrieval_metrics.rows_by_index(images["embeds"], images["index"], images["mask"])
+    pixels = retrieval_metrics.rows_by_index(images["pixels"], images["index"], images["mask"])
+    text_embeds = retrieval_metrics.rows_by_index(texts["embeds"], texts["index"], texts["mask"])
+    ids = retrieval_metrics.rows_by_index(texts["ids"], texts["index"], texts["mask"])
+    attn = retrieval_metrics.rows_by_index(texts["attn"], texts["index"], texts["mask"])
+    text_to_image = retrieval_metrics.rows_by_index(texts["image"], texts["index"], texts["mask"])
+
+    itm = jax.jit(lambda p, i, m, x: model.apply({"params": p}, i, m, x, method=BridgeTowerForPreTraining.itm)[:, 1])
+    chunk = max(jax.device_count(), cfg.eval.batch_size // jax.device_count() * jax.device_count())
+
+    def itm_score_fn(image_ids, text_ids, valid):
+        del valid   # padding pairs are scored and ignored by the caller
+        batch = sharding.global_batch({"i": ids[text_ids], "m": attn[text_ids],
+                                       "x": pixels[image_ids].astype(np.float32)}, exp.mesh) \
+            if jax.process_count() == 1 else _replicated_batch(exp, ids[text_ids], attn[text_ids], pixels[image_ids])
+        with exp.context():
+            return np.asarray(multihost_utils.process_allgather(itm(params, batch["i"], batch["m"], batch["x"]),
+                                                                tiled=True))
+
+    scores = retrieval_metrics.itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn, cfg.eval.k_test,
+                                                   chunk_size=chunk)
+    return retrieval_metrics.recall_at_k(scores, text_to_image)
+
+
+def _replicated_batch(exp, ids, attn, pixels) -> dict:
+    """Every process holds the whole chunk: give each its own slice as the process-local batch."""
+    n, k = jax.process_count(), jax.process_index()
+    rows = len(ids) // n
+    part = slice(k * rows, (k + 1) * rows)
+    return sharding.global_batch({"i": ids[part], "m": attn[part], "x": pixels[part].astype(np.float32)}, exp.mesh)
+
+
+def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) -> dict:
+    """Task metrics on `spec` (the trainer calls this at the end of training)."""
+    cfg = exp.cfg
+    if cfg.task == "retrieval":
+        return evaluate_retrieval(exp, params, tokenizer, spec)
+    results = train.evaluate_split(exp, params, tokenizer, spec)
+    if cfg.task == "vqa" and out_dir is not None:
+        results["submission"] = evaluate_vqa_predictions(exp, params, tokenizer, spec, out_dir)
+    return results
+
+
+def run(cfg, workdir: str, split: str | None = None) -> dict:
+    tokenizer = train.load_data_assets(cfg)
+    exp = train.build_experiment(cfg)
+    ckpt = TrainCheckpointer(workdir)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python -m bridgetower_jax.train)")
+    state = ckpt.restore(step, train.state_target(exp))
+    ckpt.close()
+    spec = split or cfg.eval.spec
+    if not spec:
+        raise ValueError("nothing to evaluate: set --split or config.eval.spec")
+    results = evaluate(exp, state.params, tokenizer, spec, out_dir=workdir)
+    if jax.process_index() == 0:
+        out = epath.Path(workdir) / f"eval_{spec.replace(':', '_')}.json"
+        out.write_text(json.dumps({"step": int(step), "split": spec, **results}, indent=2))
+        log.info("evaluated step %d on %s: %s (written to %s)", step, spec, results, out)
+    return results
+
+
+def main(argv) -> None:
+    from absl import flags
+    del argv
+    FLAGS = flags.FLAGS
+    train.setup_logging()
+    train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.split)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    train.define_flags()
+    flags.DEFINE_string("split", None, "dataset split to evaluate, e.g. vqav2:val (default: config.eval.spec)")
+    app.run(main)

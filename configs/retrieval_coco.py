@@ -1,0 +1,27 @@
+"""COCO (Karpathy split) image-text retrieval: the Flickr30K recipe with the original's COCO settings.
+
+    python -m bridgetower_jax.train --config configs/retrieval_coco.py:base --workdir gs://BUCKET/bt_coco_ret \
+        --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
+        --config.init_from=/path/to/pretrained_params
+    python -m bridgetower_jax.evaluate --config configs/retrieval_coco.py:base --workdir gs://BUCKET/bt_coco_ret ...
+
+The original (scripts/ftfpt_base_irtr_itm_itc_coco.sh): 384 px, batch 256, lr 4.5e-6, 30 epochs
+(~66k steps), 10% warmup, k_test 256.
+"""
+from configs import retrieval_f30k
+
+
+def get_config(variant: str = "base"):
+    c = retrieval_f30k.get_config(variant)
+    if variant != "tiny":
+        c.total_steps = 66_000
+        c.batch_size = 256
+        c.optim.lr = 4.5e-6
+        c.optim.warmup = 0.1
+        c.data.datasets = ("coco_karpathy:train+restval",)
+        c.eval.spec = "coco_karpathy:test"
+        c.eval.k_test = 256
+    else:
+        c.data.datasets = ("coco_karpathy:train",)
+        c.eval.spec = "coco_karpathy:test"
+    return c

@@ -1,0 +1,36 @@
+"""Flickr30K image-text retrieval (ITC over the global batch + ITM on ITC-sampled hard negatives;
+evaluated by ITC shortlist re-ranked with ITM).
+
+    python -m bridgetower_jax.train --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base \
+        --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
+        --config.init_from=/path/to/pretrained_params
+    python -m bridgetower_jax.evaluate --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base ...
+
+The original (scripts/ftfpt_base_irtr_itm_itc_flickr.sh): 384 px, batch 512, lr 5e-6 (x5 head and
+cross-modal), 20 epochs (~5.7k steps), 5% warmup, weight decay 0.01, k_test 128.
+"""
+from configs.common import base_config, tiny_model
+
+
+def get_config(variant: str = "base"):
+    if variant not in ("base", "large", "tiny"):
+        raise ValueError(f"configs/retrieval_f30k.py: unknown variant {variant!r} (base, large, tiny)")
+    c = base_config("retrieval", "large" if variant == "large" else "base")
+    c.model.vision.image_size = 384 if variant != "large" else 378
+    c.total_steps = 5_700
+    c.batch_size = 512
+    c.optim.lr = 5e-6
+    c.optim.warmup = 0.05
+    c.data.datasets = ("f30k_karpathy:train+val",)
+    c.eval.spec = "f30k_karpathy:test"
+    c.eval.k_test = 128
+    if variant == "tiny":
+        tiny_model(c, vocab_size=1000, image_size=64)
+        c.data.max_text_len = 16
+        c.data.read_threads = 2
+        c.data.datasets = ("f30k_karpathy:train",)
+        c.data.train_transform = c.data.eval_transform = "clip"
+        c.optim.lr = 1e-3
+        c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
+        c.eval.batch_size, c.eval.k_test = 16, 4
+    return c
