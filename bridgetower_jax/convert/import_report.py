@@ -71,11 +71,11 @@ def _section(title: str, counts: dict[str, tuple[int, int]], sources: dict[str, 
     return "\n".join(lines)
 
 
-def _leaves(tree: dict, prefix: Path = ()) -> dict[Path, np.ndarray]:
+def flatten_params(tree: dict, prefix: Path = ()) -> dict[Path, np.ndarray]:
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, prefix + (key,)))
+            out.update(flatten_params(value, prefix + (key,)))
         else:
             out[prefix + (key,)] = value
     return out
@@ -108,7 +108,7 @@ def merge_into_fresh(fresh: dict, loaded: dict, task: str, sources: dict[str, st
     `loaded` must only hold paths that exist in `fresh`, with the same shapes. `sources` labels
     loaded parts (as named in the report, e.g. "vision_model") with where they came from.
     """
-    fresh_leaves, loaded_leaves = _leaves(fresh), _leaves(loaded)
+    fresh_leaves, loaded_leaves = flatten_params(fresh), flatten_params(loaded)
     problems = []
     for path, value in loaded_leaves.items():
         name = "/".join(path)
@@ -127,10 +127,10 @@ def merge_into_fresh(fresh: dict, loaded: dict, task: str, sources: dict[str, st
         task=task, loaded=_count(list(loaded_leaves), merged, _part),
         initialised=_count(fresh_paths, merged, lambda p: _part(p) if _part(p) in fully_fresh else _sub_part(p)),
         ignored=dict(ignored or {}), sources=dict(sources or {}), notes=list(notes or []))
-    return _unflatten(merged), report
+    return unflatten_params(merged), report
 
 
-def _unflatten(leaves: dict[Path, np.ndarray]) -> dict:
+def unflatten_params(leaves: dict[Path, np.ndarray]) -> dict:
     tree: dict = {}
     for path, value in leaves.items():
         node = tree
