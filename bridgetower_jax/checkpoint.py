@@ -73,19 +73,32 @@ class TrainCheckpointer:
     def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True):
         import grain  # noqa: F401  (registers Grain's checkpoint handler with Orbax)
         self.directory = _absolute(workdir) / "checkpoints"
+        # Writes that never committed (the process died mid-save); Orbax never lists them and
+        # cleanup_tmp_directories removes them. Kept here so the trainer can say so.
+        self.interrupted_writes = sorted(str(p) for p in self.directory.glob("*.orbax-checkpoint-tmp*")) \
+            if self.directory.exists() else []
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=asynchronous)
+                                               enable_async_checkpointing=asynchronous,
+                                               cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
     def save(self, step: int, state, data_iter, config: dict, force: bool = False) -> bool:
+        """Start an asynchronous save of `step`; refuses (NonFiniteHalt) a state holding NaN or inf."""
         import grain
+        from bridgetower_jax import faults, nonfinite
+        nonfinite.assert_finite(state, f"the checkpoint of step {step}")
         args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config)}
         if data_iter is not None:
             args["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+        saved = self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+        faults.in_save(step, self.directory)
+        return saved
 
     def restore(self, step: int, state_target, data_iter=None):
         """Restore the state onto `state_target`'s shardings (any mesh); `data_iter` is restored in place."""
@@ -97,6 +110,14 @@ class TrainCheckpointer:
 
     def restore_config(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+    def state_metadata(self, step: int):
+        """The saved state's tree of array metadata (shapes, dtypes), read without reading arrays."""
+        with ocp.StandardCheckpointer() as reader:
+            metadata = reader.metadata(self.directory / str(step) / "state").item_metadata
+        if metadata is None:   # Orbax logs the reason and returns None
+            raise FileNotFoundError(f"{self.directory / str(step) / 'state'} has no readable array metadata")
+        return metadata
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -20,9 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
+from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
-from bridgetower_jax import optim, param_surgery, sharding, tasks
+from bridgetower_jax import faults, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
+from bridgetower_jax import validation
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
 
@@ -34,6 +37,7 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    nonfinite_steps: jax.Array   # steps whose update was skipped for NaN/inf (see nonfinite.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +88,12 @@ def validate_batch(cfg, mesh) -> None:
 
 def build_experiment(cfg) -> Experiment:
     """Everything the loop needs, checked before any compilation."""
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, cfg.mesh.num_slices)
+    devices = jax.devices()
+    if cfg.mesh.num_devices:
+        if cfg.mesh.num_devices > len(devices):
+            raise ValueError(f"mesh.num_devices={cfg.mesh.num_devices} but only {len(devices)} devices exist")
+        devices = devices[:cfg.mesh.num_devices]
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, cfg.mesh.num_slices, devices)
     validate_batch(cfg, mesh)
     model = tasks.build_model(cfg)
     tx, schedule = optim.make_optimizer(cfg.optim, cfg.total_steps)
@@ -92,7 +101,8 @@ def build_experiment(cfg) -> Experiment:
 
     def init_fn(rng):
         params = model.init(rng, *tasks.init_inputs(cfg))["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          nonfinite_steps=jnp.zeros((), jnp.int32))
 
     with _Context(mesh, rules):
         abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
@@ -147,8 +157,14 @@ def make_train_step(exp: Experiment):
             grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": exp.schedule(state.step)}
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        grad_norm = optax.global_norm(grads)
+        params, opt_state, skipped = nonfinite.keep_finite(state.params, state.opt_state, params, opt_state,
+                                                           metrics["loss"], grad_norm, updates)
+        nonfinite_steps = state.nonfinite_steps + skipped
+        metrics = {**metrics, "grad_norm": grad_norm, "lr": exp.schedule(state.step), "skipped": skipped,
+                   "nonfinite_steps": nonfinite_steps}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                          nonfinite_steps=nonfinite_steps), metrics
 
     compiled = {}
 
@@ -282,17 +298,17 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     report = log.info if jax.process_index() == 0 else (lambda _: None)
     tokenizer = load_data_assets(cfg)
+    validation.validate_config(cfg)
     exp = build_experiment(cfg)
-    from bridgetower_jax.data import pipeline
+    from bridgetower_jax.data import pipeline, task_examples
     local_batch = cfg.batch_size // jax.process_count()
     train_iter = pipeline.make_train_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, seed=cfg.seed,
                                               process_index=jax.process_index(),
                                               process_count=jax.process_count(), batch_size=local_batch)
     ckpt = TrainCheckpointer(workdir, cfg.max_to_keep)
-    start = ckpt.latest_step()
+    start, state = resume.restore_newest_complete(ckpt, state_target(exp), train_iter, cfg.to_dict(), report)
     if start is not None:
         report(f"resuming from {ckpt.directory}/{start}")
-        state = ckpt.restore(start, state_target(exp), train_iter)
     else:
         state = initial_state(exp, report)
         start = 0
@@ -304,33 +320,52 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     progress = Progress(cfg, model_config, start)
     train_step = make_train_step(exp)
     last = {}
+    monitor = nonfinite.NonFiniteMonitor(cfg.nonfinite, train_iter)
+    watcher, bad_images = preemption.PreemptionWatcher(), 0
     try:
         for step in range(start + 1, cfg.total_steps + 1):
-            batch = sharding.global_batch(next(train_iter), exp.mesh)
+            monitor.before_batch(step)
+            local = faults.poison_batch(step, next(train_iter))
+            bad_images += int(np.sum(local.pop(task_examples.BAD_IMAGES, 0)))
+            batch = sharding.global_batch(local, exp.mesh)
             state, metrics = train_step(state, batch)
+            monitor.after_step(step, metrics)
             if step % cfg.log_every == 0 or step == cfg.total_steps:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if cfg.data.skip_bad_records:   # substituted since this process started, all processes
+                    last["bad_images"] = float(np.sum(multihost_utils.process_allgather(np.int64(bad_images))))
                 text, extra = progress.line(step, last)
                 report(text)
                 writer.write(step, {**last, **extra})
-            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+            faults.after_step(step, ckpt.wait)
+            preempted = watcher.stop_requested(step)
+            if preempted or step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                monitor.flush()   # 'halt' stops before a checkpoint follows a non-finite step
                 ckpt.save(step, state, train_iter, cfg.to_dict())
+            if preempted:
+                ckpt.wait()
+                raise preemption.Preempted(step, ckpt.directory)
             if cfg.eval.spec and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.total_steps:
-                last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report))
+                last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir))
+        monitor.flush()
         if cfg.eval.spec:   # also when a finished run is started again: it re-evaluates
-            last.update(_evaluate_and_log(exp, state.params, tokenizer, cfg.total_steps, writer, report))
+            last.update(_evaluate_and_log(exp, state.params, tokenizer, cfg.total_steps, writer, report,
+                                            workdir))
     finally:
+        watcher.close()
         ckpt.wait()
         ckpt.close()
         writer.close()
     return last
 
 
-def _evaluate_and_log(exp, params, tokenizer, step, writer, report) -> dict:
-    results = {f"eval/{k}": v for k, v in evaluate_split(exp, params, tokenizer, exp.cfg.eval.spec).items()}
-    report(f"eval on {exp.cfg.eval.spec} at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    writer.write(step, results)
-    return results
+def _evaluate_and_log(exp, params, tokenizer, step, writer, report, workdir) -> dict:
+    from bridgetower_jax import evaluate   # evaluate builds on this module
+    results = evaluate.evaluate(exp, params, tokenizer, exp.cfg.eval.spec, out_dir=workdir)
+    numbers = {f"eval/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
+    report(f"eval on {exp.cfg.eval.spec} at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in numbers.items()))
+    writer.write(step, numbers)
+    return numbers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +414,11 @@ def main(argv) -> None:
     FLAGS = flags.FLAGS
     setup_logging()
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (preemption.Preempted, nonfinite.NonFiniteHalt, resume.ArchitectureMismatch) as e:
+        log.error("%s", e)
+        sys.exit(e.exit_code)
 
 
 def define_flags() -> None:

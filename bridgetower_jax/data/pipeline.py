@@ -24,10 +24,11 @@ Config attributes read (plain attributes, e.g. an ml_collections ConfigDict; def
     eval_transform      [task default]  "clip" for pre-training, "blip" for fine-tuning
     num_epochs          [None]  None = repeat forever (reshuffled every epoch)
 
-Pipeline: index over all texts -> seeded global shuffle (re-seeded every epoch) -> shard by JAX
-process (`[process_index::process_count]`) -> per-example decode/augment/tokenise (`random_map`:
-its Generator comes from the seed and the element's position, so results do not depend on the
-number of workers) -> batch with drop_remainder -> optional worker processes.
+Pipeline: index over all texts -> seeded global shuffle (re-seeded every epoch) -> per-example
+decode/augment/tokenise (`random_map`: its Generator comes from the seed and the element's global
+position, so results depend neither on the number of processes nor of workers; Grain maps lazily,
+each process only makes its own examples) -> shard by JAX process
+(`[process_index::process_count]`) -> batch with drop_remainder -> optional worker processes.
 
 Batch keys (numpy, host-local): every task has input_ids, attention_mask int32 [B, T],
 pixel_values float32 [B, H, W, 3] (NLVR2: [B, 2, H, W, 3]) CLIP-normalised, and example_mask
@@ -35,7 +36,9 @@ int32 [B] (0 marks the padding examples that make evaluation batches full; alway
 pretrain: mlm_input_ids, mlm_labels (-100 = not predicted) int32 [B, T], itm_pixel_values
 float32 [B, H, W, 3], itm_labels int32 [B] (exactly half 1 per batch). vqa: vqa_targets float32
 [B, num_answers], question_id int64 [B]. nlvr2, snli_ve: labels int32 [B] (SNLI-VE 0
-contradiction, 1 neutral, 2 entailment). retrieval: image_index int32 [B]. Retrieval evaluation:
+contradiction, 1 neutral, 2 entailment). retrieval: image_index int32 [B]. Training with
+skip_bad_records adds bad_images int32 [B] (images substituted per example; the trainer pops and
+counts it). Retrieval evaluation:
 images stream (pixel_values, image_index), texts stream (input_ids, attention_mask, text_index,
 image_index).
 """
@@ -107,9 +110,12 @@ def _shuffled_texts(parts: Sequence[sources_lib.SplitSource], first_part: int, s
     return dataset.seed(seed).shuffle().repeat(num_epochs)
 
 
-def _finish(dataset: grain.MapDataset, example: grain.transforms.RandomMap, config, seed: int,
-            batch_size: int):
-    dataset = dataset.map_with_index(task_examples.AttachPosition()).seed(seed).random_map(example)
+def _examples(dataset: grain.MapDataset, example: grain.transforms.RandomMap, seed: int) -> grain.MapDataset:
+    # Each element's position and random Generator come from its index in `dataset`.
+    return dataset.map_with_index(task_examples.AttachPosition()).seed(seed).random_map(example)
+
+
+def _batched(dataset: grain.MapDataset, config, batch_size: int):
     read = grain.ReadOptions(num_threads=_option(config, "read_threads", 4),
                              prefetch_buffer_size=2 * batch_size)
     iter_dataset = dataset.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
@@ -121,6 +127,11 @@ def _finish(dataset: grain.MapDataset, example: grain.transforms.RandomMap, conf
         iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=_option(config, "worker_buffer_size", 2)))
     return iter(iter_dataset)
+
+
+def _finish(dataset: grain.MapDataset, example: grain.transforms.RandomMap, config, seed: int,
+            batch_size: int):
+    return _batched(_examples(dataset, example, seed), config, batch_size)
 
 
 def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir: str, **extra):
@@ -157,13 +168,22 @@ def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: in
         dataset = grain.MapDataset.mix(per_dataset, weights=[float(w) for w in weights])
     else:
         dataset = per_dataset[0]
-    dataset = dataset[process_index::process_count]
     extra = {}
     if task == "pretrain":
-        extra["itm_stride"] = max(1, _option(config, "num_workers", 0))
+        # ITM labels alternate along the global stream, so every global batch is half matched for
+        # any process count. A worker builds whole batches from every num_workers-th local element,
+        # so with workers the alternation steps over num_workers * process_count positions instead.
+        workers = _option(config, "num_workers", 0)
+        extra["itm_stride"] = workers * process_count if workers > 1 else 1
     example = _example(task, parts, tokenizer, config,
                        _option(config, "train_transform", DEFAULT_TRAIN_TRANSFORM[task]), data_dir, **extra)
-    return _finish(dataset, example, config, seed, batch_size)
+    if example.skip_bad_records:
+        example = task_examples.CountSubstitutions(example)
+    # Examples are made from the *global* stream before it is split over processes: every example
+    # (its MLM mask, ITM pairing, augmentation) is the same whatever the number of processes, so a
+    # run on N hosts sees exactly the global batches of a run on one.
+    examples = _examples(dataset, example, seed)[process_index::process_count]
+    return _batched(examples, config, batch_size)
 
 
 def _padded_eval_stream(part_sizes: Sequence[int], process_index: int, process_count: int,

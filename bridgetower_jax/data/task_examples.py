@@ -8,25 +8,29 @@ stream (used to give ITM exactly half positives per batch).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 from absl import logging
 
+from bridgetower_jax import faults
 from bridgetower_jax.data.bad_records import BadRecordError
 from bridgetower_jax.data.sources import SplitSource
 from bridgetower_jax.data.text import encode_fixed_length, mask_tokens
 from bridgetower_jax.data.transforms import ImageTransform
 
 _MAX_SUBSTITUTIONS = 16
+BAD_IMAGES = "bad_images"   # training batches with skip_bad_records: images substituted per example
+_substituted = threading.local()   # per Grain read thread: substitutions in the example being made
 
 
 def transform_image(source: SplitSource, index: int, transform: ImageTransform,
                     rng: np.random.Generator | None) -> np.ndarray:
     record = source.images[index]
     try:
-        return transform(record["image"], rng)
+        return transform(faults.image_bytes(index, record["image"]), rng)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad data
         raise BadRecordError(f"cannot decode image {record['image_id'].decode()} (image {index} of "
                              f"{source.name}): {type(e).__name__}: {e}") from e
@@ -62,6 +66,7 @@ class _ExampleBase(grain.transforms.RandomMap):
                 if not self.skip_bad_records:
                     raise BadRecordError(f"{e} (set skip_bad_records to substitute it)") from e.__cause__
                 logging.warning("bad image, substituting the next one: %s", e)
+                _substituted.count = getattr(_substituted, "count", 0) + 1
         raise BadRecordError(f"{_MAX_SUBSTITUTIONS} consecutive bad images in {source.name}")
 
     def text_fields(self, rec: dict, valid: int) -> dict:
@@ -69,11 +74,24 @@ class _ExampleBase(grain.transforms.RandomMap):
         return {"input_ids": input_ids, "attention_mask": attention_mask, "example_mask": np.int32(valid)}
 
 
+class CountSubstitutions(grain.transforms.RandomMap):
+    """Wraps a training example transform: adds BAD_IMAGES, how many bad images were substituted
+    while making the example, so the count reaches the trainer from any worker process."""
+
+    def __init__(self, example: grain.transforms.RandomMap):
+        self.example = example
+
+    def random_map(self, element, rng: np.random.Generator) -> dict:
+        _substituted.count = 0
+        out = self.example.random_map(element, rng)
+        return {**out, BAD_IMAGES: np.int32(_substituted.count)}
+
+
 @dataclasses.dataclass
 class PretrainExample(_ExampleBase):
     """MLM on the true pair; ITM with a different image of the same split where the label is 0."""
     mlm_prob: float = 0.15
-    itm_stride: int = 1   # = number of workers: a worker's batch holds every stride-th position
+    itm_stride: int = 1   # positions per ITM label flip (see make_train_iterator)
 
     def random_map(self, element, rng: np.random.Generator) -> dict:
         position, (part, record, valid) = element

@@ -1,0 +1,105 @@
+"""Non-finite loss or gradients: never applied, never saved; `config.nonfinite` says what else happens.
+
+Inside the jitted step (both policies): a step whose loss, gradient norm or update norm is not
+finite leaves the parameters and the optimizer state unchanged (`jnp.where` on one flag, no host
+sync) and adds one to `TrainState.nonfinite_steps` (checkpointed, so the count survives restarts).
+
+On the host, `NonFiniteMonitor` reads each step's flag one step late (while the next step runs,
+so the device never waits for the host):
+- "skip": log the skipped step and go on; `nonfinite_steps` is in every metrics record.
+- "halt": stop with `NonFiniteHalt` naming the step and its batch (the data iterator position
+  before it), before any later checkpoint is written (exit code 65).
+
+`assert_finite` guards every checkpoint save on top of that.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+log = logging.getLogger("bridgetower_jax")
+
+POLICIES = ("halt", "skip")
+EXIT_NONFINITE = 65   # sysexits' EX_DATAERR: retrying the same command would fail the same way
+
+
+class NonFiniteHalt(Exception):
+    exit_code = EXIT_NONFINITE
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the jitted step
+# ---------------------------------------------------------------------------------------------
+def keep_finite(old_params, old_opt_state, params, opt_state, loss, grad_norm, updates):
+    """-> (params, opt_state, skipped): the new values where the step is finite, else the old ones."""
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    return keep(params, old_params), keep(opt_state, old_opt_state), (~finite).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# On the host
+# ---------------------------------------------------------------------------------------------
+class NonFiniteMonitor:
+    """Applies the policy to each step's `skipped` metric, one step late (see the module docstring)."""
+
+    def __init__(self, policy: str, data_iter, report: Callable[[str], None] = log.warning):
+        if policy not in POLICIES:
+            raise ValueError(f"config.nonfinite={policy!r} must be one of {POLICIES}")
+        self.policy, self.data_iter, self.report = policy, data_iter, report
+        self._positions: collections.OrderedDict = collections.OrderedDict()
+        self._pending: tuple | None = None
+
+    def before_batch(self, step: int) -> None:
+        """Remember where the data iterator stood before step `step`'s batch (its identifier)."""
+        self._positions[step] = self.data_iter.get_state() if hasattr(self.data_iter, "get_state") else None
+        while len(self._positions) > 3:
+            self._positions.popitem(last=False)
+
+    def after_step(self, step: int, metrics: dict) -> None:
+        """Check the previous step (finished or nearly so) and remember this one."""
+        pending, self._pending = self._pending, (step, metrics)
+        if pending is not None:
+            self._check(*pending)
+
+    def flush(self) -> None:
+        """Check the newest step now (before a checkpoint and at the end of training)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._check(*pending)
+
+    def _check(self, step: int, metrics: dict) -> None:
+        if not int(jax.device_get(metrics["skipped"])):
+            return
+        values = {k: float(v) for k, v in jax.device_get(
+            {k: metrics[k] for k in ("loss", "grad_norm", "nonfinite_steps") if k in metrics}).items()}
+        where = (f"step {step} (loss {values.get('loss')}, grad_norm {values.get('grad_norm')}); its batch: "
+                 f"process {jax.process_index()}'s data iterator state before it was "
+                 f"{self._positions.get(step)}")
+        if self.policy == "halt":
+            raise NonFiniteHalt(
+                f"non-finite loss or gradients at {where}. The update was not applied and nothing after "
+                f"it was checkpointed. Set config.nonfinite='skip' to skip such steps, or inspect that "
+                f"batch (exit code {EXIT_NONFINITE})")
+        self.report(f"skipped the update of {where} (config.nonfinite='skip'; "
+                    f"{int(values.get('nonfinite_steps', 0))} step(s) skipped so far)")
+
+
+@jax.jit
+def _all_finite_per_leaf(xs: list) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs])
+
+
+def assert_finite(tree, what: str) -> None:
+    """Raise NonFiniteHalt naming the non-finite leaves of `tree` (a pytree of arrays)."""
+    leaves = [(path, x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    finite = jax.device_get(_all_finite_per_leaf([x for _, x in leaves])) if leaves else []
+    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
+    if bad:
+        raise NonFiniteHalt(f"refusing to save {what}: {len(bad)} array(s) hold NaN or inf, e.g. {bad[:5]}")

@@ -1,0 +1,47 @@
+"""Config and input checks that run before anything compiles, each naming the config key at fault.
+
+Checked elsewhere, also before compiling: the mesh against the devices
+(`sharding.resolve_mesh_shape`, `mesh.num_devices`), the batch against the mesh
+(`train.validate_batch`), the tokenizer against `model.text.vocab_size` (`train.load_data_assets`),
+unknown keys (`--config.x=...` on a locked config fails at flag parsing), and a workdir checkpoint
+of another architecture (`resume.check_architecture`).
+"""
+from __future__ import annotations
+
+from bridgetower_jax import nonfinite
+
+
+def validate_config(cfg) -> None:
+    """Raise ValueError / FileNotFoundError for the first problem, naming the config key."""
+    _check_loop(cfg)
+    _check_image_geometry(cfg)
+    _check_datasets(cfg)
+
+
+def _check_loop(cfg) -> None:
+    for key in ("log_every", "checkpoint_every"):
+        if cfg[key] < 1:
+            raise ValueError(f"config.{key}={cfg[key]} must be >= 1")
+    if cfg.nonfinite not in nonfinite.POLICIES:
+        raise ValueError(f"config.nonfinite={cfg.nonfinite!r} must be one of {nonfinite.POLICIES}")
+
+
+def _check_image_geometry(cfg) -> None:
+    vision = cfg.model.vision
+    if vision.image_size % vision.patch_size:
+        raise ValueError(f"config.model.vision.image_size={vision.image_size} is not a multiple of "
+                         f"config.model.vision.patch_size={vision.patch_size}")
+
+
+def _check_datasets(cfg) -> None:
+    """Every training and evaluation split must be built in data.data_dir."""
+    from bridgetower_jax.data import pipeline, sources
+    specs = [("config.data.datasets", s) for s in (cfg.data.datasets or pipeline.DEFAULT_TRAIN_DATASETS[cfg.task])]
+    if cfg.eval.spec:
+        specs.append(("config.eval.spec", cfg.eval.spec))
+    for key, spec in specs:
+        try:
+            sources.open_spec(cfg.data.data_dir, spec)
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"{key} names {spec!r}, which config.data.data_dir={cfg.data.data_dir!r} does not "
+                          f"provide: {e}") from None
