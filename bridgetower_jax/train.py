@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
 from bridgetower_jax import faults, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
-from bridgetower_jax import validation
+from bridgetower_jax import validation, xla_flags
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
 
@@ -413,6 +413,7 @@ def main(argv) -> None:
     del argv
     FLAGS = flags.FLAGS
     setup_logging()
+    xla_flags.apply_recommended_xla_flags()   # before the backend starts
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)

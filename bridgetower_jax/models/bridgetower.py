@@ -101,7 +101,8 @@ class BridgeTowerModel(nn.Module):
         link = dict(link_tower_type=c.link_tower_type, layer_norm_eps=c.layer_norm_eps, **kw)
         self.cross_modal_text_link_tower = [LinkTower(**link) for _ in range(c.num_hidden_layers - 1)]
         self.cross_modal_image_link_tower = [LinkTower(**link) for _ in range(c.num_hidden_layers - 1)]
-        layer = dict(config=c.text, attention_impl=c.compute.attention_impl, init_std=c.initializer_range, **kw)
+        layer = dict(config=c.text, attention_impl=c.compute.attention_impl, dropout_impl=c.compute.dropout_impl,
+                     init_std=c.initializer_range, **kw)
         self.cross_modal_text_layers = [CrossModalLayer(**layer) for _ in range(c.num_hidden_layers)]
         self.cross_modal_image_layers = [CrossModalLayer(**layer) for _ in range(c.num_hidden_layers)]
         self.cross_modal_text_pooler = Pooler(c.initializer_range, **kw)

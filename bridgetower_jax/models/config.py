@@ -11,6 +11,7 @@ from typing import Literal
 
 LINK_TOWER_TYPES = ("add", "scaled_add", "interpolate")
 ATTENTION_IMPLS = ("xla", "fused")
+DROPOUT_IMPLS = ("threefry", "hash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,9 @@ class ComputeConfig:
     attention_impl: Literal["xla", "fused"] = "xla"  # "xla": exact einsum path; "fused": jax.nn.dot_product_attention (cuDNN on GPU)
     scan_layers: bool = False       # nn.scan the uni-modal layers below the bridges
     remat: bool = False             # rematerialise each uni-modal / cross-modal layer in backward
+    # Dropout masks: "threefry" = jax.random.bernoulli; "hash" = a keyed hash of the element index,
+    # fused into the consumer: much faster on CPU and quicker to compile (layers.dropout_keep_mask).
+    dropout_impl: Literal["threefry", "hash"] = "threefry"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,8 @@ class BridgeTowerConfig:
         if t.pad_token_id >= t.max_position_embeddings - 1:
             problems.append(f"text.pad_token_id={t.pad_token_id} leaves no room in the position table "
                             f"(max_position_embeddings={t.max_position_embeddings}); RoBERTa positions start at pad+1")
+        if self.compute.dropout_impl not in DROPOUT_IMPLS:
+            problems.append(f"compute.dropout_impl={self.compute.dropout_impl!r} is not one of {DROPOUT_IMPLS}")
         if problems:
             raise ValueError("Invalid BridgeTowerConfig:\n  - " + "\n  - ".join(problems))
         return self

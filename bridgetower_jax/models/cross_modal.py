@@ -18,6 +18,7 @@ class CrossModalLayer(nn.Module):
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, x, x_mask, other, other_mask, deterministic: bool = True):
@@ -25,11 +26,12 @@ class CrossModalLayer(nn.Module):
         attn = dict(num_heads=c.num_attention_heads, layer_norm_eps=c.layer_norm_eps,
                     hidden_dropout=c.hidden_dropout_prob, attention_dropout=c.attention_probs_dropout_prob,
                     attention_impl=self.attention_impl, deterministic=deterministic,
-                    init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype)
+                    init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
+                    dropout_impl=self.dropout_impl)
         x = PostLNAttentionBlock(name="attention", **attn)(x, x, x_mask)
         x = PostLNAttentionBlock(name="crossattention", **attn)(x, other, other_mask)
         x = PostLNFeedForward(c.intermediate_size, c.layer_norm_eps, c.hidden_dropout_prob, deterministic,
-                              self.init_std, self.dtype, self.param_dtype, name="ffn")(x)
+                              self.init_std, self.dtype, self.param_dtype, self.dropout_impl, name="ffn")(x)
         return constrain(x)
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bridgetower_jax.models.config import BridgeTowerConfig
-from bridgetower_jax.models.layers import Dense, Dtype, LayerNorm, constrain, gelu_exact, normal
+from bridgetower_jax.models.layers import Dense, LayerNorm, constrain, gelu_exact, normal
 
 
 def _dtypes(config: BridgeTowerConfig) -> dict:

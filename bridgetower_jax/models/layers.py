@@ -120,9 +120,58 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def _fmix32(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a bijection on uint32 with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def dropout_keep_mask(rng: jax.Array, keep_prob: float, shape: tuple[int, ...], impl: str = "threefry") -> jax.Array:
+    """Bernoulli(keep_prob) mask of `shape`.
+
+    "threefry": `jax.random.bernoulli`, one Threefry evaluation per element. On CPU that costs ~40-80 ns
+    per element and a large HLO (slow compiles); a base pre-training step draws ~60 M such bits.
+    "hash": two rounds of a counter-based hash (murmur3's finaliser) of each element's flat index,
+    keyed by two words drawn from `rng`: a handful of integer ops per element that XLA fuses into
+    the consumer. Different keys give unrelated masks; the keep rate is exact to 2**-32.
+    """
+    if impl == "threefry":
+        return jax.random.bernoulli(rng, keep_prob, shape)
+    if impl != "hash":
+        raise ValueError(f"dropout impl {impl!r} is not 'threefry' or 'hash'")
+    k0, k1 = jax.random.bits(rng, (2,), jnp.uint32)
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride & 0xFFFFFFFF)
+        stride *= shape[axis]
+    h = _fmix32(_fmix32(index * jnp.uint32(0x9E3779B9) + k0) ^ k1)
+    return h < jnp.uint32(min(int(keep_prob * 2.0 ** 32), 2 ** 32 - 1))
+
+
+class Dropout(nn.Module):
+    """`nn.Dropout` with a choice of mask generator (see `dropout_keep_mask`). Named like Flax's class, so
+    with impl "threefry" it draws the very same rng, and so the very same masks, as `nn.Dropout`."""
+    rate: float
+    impl: str = "threefry"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep_prob = 1.0 - self.rate
+        keep = dropout_keep_mask(self.make_rng("dropout"), keep_prob, x.shape, self.impl)
+        return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, *,
                           impl: str = "xla", dropout_rate: float = 0.0, deterministic: bool = True,
-                          dropout_rng: jax.Array | None = None) -> jax.Array:
+                          dropout_rng: jax.Array | None = None, dropout_impl: str = "threefry") -> jax.Array:
     """Bidirectional multi-head attention, the single place every attention in the model goes through.
 
     q: [B, Tq, N, D]; k, v: [B, Tk, N, D]; key_mask: bool [B, Tk] (True = attend) or None.
@@ -141,7 +190,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     if dropout_rate > 0.0 and not deterministic:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        keep = dropout_keep_mask(dropout_rng, 1.0 - dropout_rate, probs.shape, dropout_impl)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
     return jnp.einsum("bnqk,bknd->bqnd", probs, v)
 
@@ -156,6 +205,7 @@ class MultiHeadAttention(nn.Module):
     out_init: Initializer = normal(0.02)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None) -> jax.Array:
@@ -173,7 +223,7 @@ class MultiHeadAttention(nn.Module):
             dropout_rng = self.make_rng("dropout")
         out = dot_product_attention(q, k, v, context_mask, impl=self.attention_impl,
                                     dropout_rate=self.dropout_rate, deterministic=self.deterministic,
-                                    dropout_rng=dropout_rng)
+                                    dropout_rng=dropout_rng, dropout_impl=self.dropout_impl)
         return Dense(width, ("heads", "kv", "embed"), contract_dims=2, kernel_init=self.out_init,
                      dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
@@ -189,13 +239,15 @@ class PostLNAttentionBlock(nn.Module):
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, x, context, context_mask):
         y = MultiHeadAttention(self.num_heads, self.attention_impl, self.attention_dropout, self.deterministic,
                                qkv_init=normal(self.init_std), out_init=normal(self.init_std),
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(x, context, context_mask)
-        y = nn.Dropout(self.hidden_dropout)(y, deterministic=self.deterministic)
+                               dtype=self.dtype, param_dtype=self.param_dtype, dropout_impl=self.dropout_impl,
+                               name="attn")(x, context, context_mask)
+        y = Dropout(self.hidden_dropout, self.dropout_impl)(y, deterministic=self.deterministic)
         return LayerNorm(self.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(y + x)
 
 
@@ -208,6 +260,7 @@ class PostLNFeedForward(nn.Module):
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, x):
@@ -216,7 +269,7 @@ class PostLNFeedForward(nn.Module):
         h = constrain(gelu_exact(h), ("act_batch", "act_len", "act_mlp"))
         h = Dense(x.shape[-1], ("mlp", "embed"), kernel_init=normal(self.init_std),
                   dtype=self.dtype, param_dtype=self.param_dtype, name="output")(h)
-        h = nn.Dropout(self.hidden_dropout)(h, deterministic=self.deterministic)
+        h = Dropout(self.hidden_dropout, self.dropout_impl)(h, deterministic=self.deterministic)
         return LayerNorm(self.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(h + x)
 
 

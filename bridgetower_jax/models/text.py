@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bridgetower_jax.models.config import BridgeTowerConfig, TextConfig
-from bridgetower_jax.models.layers import (Dtype, Embed, LayerNorm, Pooler, PostLNAttentionBlock,
+from bridgetower_jax.models.layers import (Dropout, Dtype, Embed, LayerNorm, Pooler, PostLNAttentionBlock,
                                            PostLNFeedForward, constrain, layer_stack, maybe_remat, normal)
 
 
@@ -23,6 +23,7 @@ class TextEmbeddings(nn.Module):
     deterministic: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, input_ids: jax.Array) -> jax.Array:
@@ -34,14 +35,16 @@ class TextEmbeddings(nn.Module):
         kw = dict(embedding_init=normal(self.init_std), dtype=self.dtype, param_dtype=self.param_dtype)
         pad = c.pad_token_id
         # nn.Embedding(padding_idx=pad) in the reference: the pad rows receive no gradient.
-        words = Embed(self.padded_vocab_size, c.hidden_size, ("vocab", "embed"), name="word_embeddings", **kw)(
+        # Only the hidden dimension is sharded: a gather from a vocabulary-sharded table makes XLA
+        # replicate the table anyway (SPMD "involuntary full rematerialization").
+        words = Embed(self.padded_vocab_size, c.hidden_size, (None, "embed"), name="word_embeddings", **kw)(
             input_ids, frozen_id=pad)
         types = Embed(c.type_vocab_size, c.hidden_size, name="token_type_embeddings", **kw)(
             jnp.zeros_like(input_ids))
         positions = Embed(c.max_position_embeddings, c.hidden_size, name="position_embeddings", **kw)(
             roberta_position_ids(input_ids, pad), frozen_id=pad)
         x = LayerNorm(c.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(words + types + positions)
-        return nn.Dropout(c.hidden_dropout_prob)(x, deterministic=self.deterministic)
+        return Dropout(c.hidden_dropout_prob, self.dropout_impl)(x, deterministic=self.deterministic)
 
 
 class TextLayer(nn.Module):
@@ -53,15 +56,17 @@ class TextLayer(nn.Module):
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_impl: str = "threefry"
 
     @nn.compact
     def __call__(self, x, key_mask):
         c = self.config
         x = PostLNAttentionBlock(c.num_attention_heads, c.layer_norm_eps, c.hidden_dropout_prob,
                                  c.attention_probs_dropout_prob, self.attention_impl, self.deterministic,
-                                 self.init_std, self.dtype, self.param_dtype, name="attention")(x, x, key_mask)
+                                 self.init_std, self.dtype, self.param_dtype, self.dropout_impl,
+                                 name="attention")(x, x, key_mask)
         x = PostLNFeedForward(c.intermediate_size, c.layer_norm_eps, c.hidden_dropout_prob, self.deterministic,
-                              self.init_std, self.dtype, self.param_dtype, name="ffn")(x)
+                              self.init_std, self.dtype, self.param_dtype, self.dropout_impl, name="ffn")(x)
         x = constrain(x)
         return x, (x if self.emit_hidden else None)
 
@@ -80,10 +85,11 @@ class TextEncoder(nn.Module):
         cfg, t, comp = self.config, self.config.text, self.config.compute
         dtype, param_dtype = jnp.dtype(comp.dtype), jnp.dtype(comp.param_dtype)
         x = TextEmbeddings(t, cfg.padded_vocab_size, cfg.initializer_range, deterministic, dtype, param_dtype,
-                           name="embeddings")(input_ids)
+                           comp.dropout_impl, name="embeddings")(input_ids)
         x = constrain(x)
         hidden = [x]
-        kw = dict(config=t, attention_impl=comp.attention_impl, deterministic=deterministic,
+        kw = dict(config=t, attention_impl=comp.attention_impl, dropout_impl=comp.dropout_impl,
+                  deterministic=deterministic,
                   init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
         split = cfg.split_index
         if comp.scan_layers:

@@ -1,0 +1,657 @@
+"""Side by side: this project's BridgeTower against transformers' BridgeTower (PyTorch), same run.
+
+    python -m bench.vs_pytorch --preset tiny --json bench/results/tiny_cpu.json
+    python -m bench.vs_pytorch --preset base --reps 4 --train_reps 3 --json bench/results/base_cpu.json
+    python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
+
+What is measured, for the same config, the same weights (transformers' random init, converted with
+`convert.from_pytorch`) and the same inputs:
+  forward_b1 / forward_b4   MLM forward (inference, no dropout) at batch 1 and 4
+  train_bN                  one pre-training step at batch N: MLM forward on masked text + ITM forward on
+                            (text, image-or-negative), both losses, backward, AdamW. JAX runs the trainer's
+                            own step (`train.build_experiment` + `train.make_train_step`, configs/pretrain.py);
+                            PyTorch runs BridgeTowerForMaskedLM and BridgeTowerForImageAndTextRetrieval
+                            sharing one core, with torch.optim.AdamW.
+Each framework lives in its own worker process, both pinned to the same CPUs, so peak memory is per
+framework and per phase: the kernel's peak-RSS counter (VmHWM; on accelerators the device's peak bytes)
+is reset after the warm-up calls and read after the timed calls, so it holds the persistent state (weights,
+optimiser moments) plus the step's transient peak; the peak including warm-up (JAX: compilation) is
+reported beside it. The parent warms
+both up, then alternates single calls (J,T / T,J / ...) so that background load hits both alike, and
+reports medians, JAX/PyTorch ratios, MFU and the JAX compile time (trace + lower + XLA compile, from
+jax.monitoring) separately. The first MLM logits of both are compared as a check that both sides
+compute the same model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PRESET_NAMES = ("tiny", "base")
+MASK_ID, CLS_ID, EOS_ID = 4, 0, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared set-up (parent and workers)
+# ---------------------------------------------------------------------------------------------
+def model_config(preset: str, compute: dict):
+    """The benchmark's model. "tiny" is the 128-wide, 2-layer model of reference/performance.md
+    (full RoBERTa vocabulary, 64 px); "base" is BridgeTower-base at 288 px."""
+    from bridgetower_jax.models import config as mc
+    if preset == "base":
+        cfg = mc.preset("base")
+    elif preset == "tiny":
+        cfg = mc.BridgeTowerConfig(
+            text=mc.TextConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+            vision=mc.VisionConfig(hidden_size=128, num_hidden_layers=2, patch_size=16, image_size=64),
+            hidden_size=128, num_hidden_layers=2)
+    else:
+        raise ValueError(f"--preset {preset!r}: choose one of {PRESET_NAMES}")
+    return cfg.with_compute(**compute).validate()
+
+
+def make_inputs(cfg, batch: int, text_len: int, seed: int) -> dict:
+    """Full-length text (CLS ... EOS, no padding), CLIP-normalised-like pixels (NHWC), 15 % MLM masking
+    (at least one token per row), ITM: the first half of the batch matched, the rest with a rolled image."""
+    rng = np.random.default_rng(seed)
+    size = cfg.vision.image_size
+    ids = rng.integers(5, cfg.text.vocab_size, (batch, text_len)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = CLS_ID, EOS_ID
+    mask = np.ones_like(ids)
+    pixels = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
+    picked = rng.random((batch, text_len)) < 0.15
+    picked[:, 0] = picked[:, -1] = False
+    picked[np.arange(batch), rng.integers(1, text_len - 1, batch)] = True
+    mlm_ids = np.where(picked, MASK_ID, ids).astype(np.int32)
+    mlm_labels = np.where(picked, ids, -100).astype(np.int32)
+    matched = np.arange(batch) < (batch + 1) // 2
+    itm_pixels = np.where(matched[:, None, None, None], pixels, np.roll(pixels, 1, axis=0))
+    return dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, mlm_input_ids=mlm_ids,
+                mlm_labels=mlm_labels, itm_pixel_values=itm_pixels, itm_labels=matched.astype(np.int32),
+                example_mask=np.ones(batch, np.int32))
+
+
+def peak_rss_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS (kernel >= 4.0)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)    # hand freed heap back so both sides start from what they hold
+    except OSError:
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def gemm_flops_per_second(matmul, sync, n: int = 2048, reps: int = 5) -> float:
+    """Best of `reps` n x n fp32 matmuls: the practical CPU peak this process can reach."""
+    matmul()
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        matmul()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one process per framework, driven over a pipe (one JSON object per line)
+# ---------------------------------------------------------------------------------------------
+class JaxWorker:
+    def __init__(self, a):
+        import jax
+        self.jax, self.a = jax, a
+        self.compile_events: list[tuple[str, float]] = []
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda name, secs, **kw: self.compile_events.append((name, secs)) if name.startswith(
+                "/jax/core/compile/") else None)
+
+    def setup(self, weights_dir: str):
+        import jax
+        from bridgetower_jax import convert, train
+        from configs import pretrain
+        a = self.a
+        compute = json.loads(a.compute)
+        cfg = model_config(a.preset, compute)
+        exp_cfg = pretrain.get_config("base")
+        with exp_cfg.unlocked():
+            exp_cfg.model = type(exp_cfg.model)(cfg.to_dict())
+            exp_cfg.batch_size = a.train_batch
+            exp_cfg.mesh.data = 1
+            exp_cfg.data.max_text_len = a.text_len
+            exp_cfg.objectives.itc = 0.0
+        self.cfg, self.exp = cfg, train.build_experiment(exp_cfg)
+        # transformers' weights, converted: the core + MLM head from one class, the ITM head from the other.
+        _, mlm = convert.from_pytorch(os.path.join(weights_dir, "mlm"), compute=cfg.compute)
+        _, itm = convert.from_pytorch(os.path.join(weights_dir, "itm"), compute=cfg.compute)
+        params = {"bridgetower": mlm["bridgetower"], "mlm_score": mlm["mlm_score"], "itm_score": itm["itm_score"]}
+        del mlm, itm
+        self.params = jax.device_put(params, self.exp.state_sharding.params)
+        del params
+        model = self.exp.model
+        from bridgetower_jax.models import BridgeTowerForPreTraining
+
+        def forward(p, ids, mask, pixels):
+            return model.apply({"params": p}, ids, mask, pixels, method=BridgeTowerForPreTraining.mlm)
+        self.forward = jax.jit(forward)
+        self.batches = {}
+        self.state = self.train_step = None
+        device = jax.devices()[0]
+        return {"params": int(sum(x.size for x in jax.tree.leaves(self.params))), "device": device.device_kind,
+                "platform": device.platform, "jax": jax.__version__,
+                "xla_flags": os.environ.get("XLA_FLAGS", ""), "compute": cfg.compute.__dict__}
+
+    def _batch(self, phase: str):
+        if phase not in self.batches:
+            from bridgetower_jax import sharding
+            host = dict(np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz")))
+            if self.cfg.compute.dtype != "float32":
+                for k in ("pixel_values", "itm_pixel_values"):
+                    host[k] = host[k].astype(self.cfg.compute.dtype)
+            self.batches[phase] = sharding.global_batch(host, self.exp.mesh)
+        return self.batches[phase]
+
+    def matmul_peak(self):
+        import jax.numpy as jnp
+        x = jnp.ones((2048, 2048), jnp.float32)
+        mm = self.jax.jit(lambda a: a @ a)
+        out = {}
+        return {"gemm_flops": gemm_flops_per_second(lambda: out.__setitem__(0, mm(x)),
+                                                     lambda: out[0].block_until_ready())}
+
+    def begin(self, phase: str):
+        """Reset the peak counter, build what the phase needs, warm up (the first call compiles)."""
+        self._reset_memory()
+        if phase.startswith("train") and self.state is None:
+            from bridgetower_jax import train
+            exp = self.exp
+            # As the trainer's init_from path: a fresh state holding the loaded weights and their moments.
+            # Under jit the random parameters the fresh state would hold are dead code (never allocated).
+            from flax import linen as nn
+
+            def with_weights(params, rng):
+                fresh = nn.meta.unbox(exp.init_fn(rng))
+                return fresh.replace(params=params, opt_state=exp.tx.init(params))
+            with exp.context():
+                self.state = self.jax.jit(with_weights, out_shardings=exp.state_sharding, donate_argnums=0)(
+                    self.params, self.jax.random.PRNGKey(0))
+            self.params = None
+            self.train_step = train.make_train_step(exp)
+        self.compile_events.clear()
+        start = time.perf_counter()
+        self._call(phase)
+        first = time.perf_counter() - start
+        compile_s = {k.rsplit("/", 1)[-1]: 0.0 for k, _ in self.compile_events}
+        for k, secs in self.compile_events:
+            compile_s[k.rsplit("/", 1)[-1]] += secs
+        self._call(phase)
+        self.compile_events.clear()
+        warm_peak = self._peak_memory()
+        self._reset_memory()
+        return {"first_call_s": first, "compile_s": sum(compile_s.values()), "compile_breakdown_s": compile_s,
+                "peak_memory_incl_warmup_bytes": warm_peak}
+
+    def _call(self, phase: str):
+        b = self._batch(phase)
+        if phase.startswith("forward"):
+            with self.exp.context():
+                out = self.forward(self.params, b["input_ids"], b["attention_mask"], b["pixel_values"])
+            out.block_until_ready()
+            return out
+        self.state, metrics = self.train_step(self.state, b)
+        self.jax.block_until_ready((self.state, metrics))
+        return metrics
+
+    def run(self, phase: str):
+        start = time.perf_counter()
+        self._call(phase)
+        secs = time.perf_counter() - start
+        recompiles = sum(1 for k, _ in self.compile_events if k.endswith("backend_compile_duration"))
+        self.compile_events.clear()
+        return {"seconds": secs, "recompiles": recompiles}
+
+    def end(self, phase: str):
+        out = {"peak_memory_bytes": self._peak_memory()}
+        if phase == "forward_b1":
+            logits = np.asarray(self._call(phase), np.float32)
+            np.save(os.path.join(self.a.workdir, "logits_jax.npy"), logits)
+        return out
+
+    def _reset_memory(self):
+        if self.jax.devices()[0].platform == "cpu":
+            reset_peak_rss()
+
+    def _peak_memory(self) -> int:
+        device = self.jax.devices()[0]
+        if device.platform == "cpu":
+            return peak_rss_bytes()
+        return int((device.memory_stats() or {}).get("peak_bytes_in_use", 0))
+
+    def cost_analysis(self):
+        """XLA's flop count for the MLM forward (batch 1) and for one loss+gradient (train batch)."""
+        import jax
+        from bridgetower_jax import flops, tasks
+        exp, a = self.exp, self.a
+        params = self.state.params if self.state is not None else self.params
+        b1, bt = self._batch("forward_b1"), self._batch(f"train_b{a.train_batch}")
+        with exp.context():
+            fwd = self.forward.lower(params, b1["input_ids"], b1["attention_mask"], b1["pixel_values"]).compile()
+            grad = jax.jit(jax.grad(lambda p, b, r: tasks.loss_and_metrics(exp.cfg, exp.model, p, b, r)[0])).lower(
+                params, bt, jax.random.PRNGKey(0)).compile()
+        fwd_formula = flops.forward_flops(self.cfg, a.text_len) + flops.mlm_head_flops(self.cfg, a.text_len)
+        train_formula = flops.train_flops_per_example(self.cfg, "pretrain", a.text_len) * a.train_batch
+        return {"forward_b1": {"xla_flops": _xla_flops(fwd), "formula_flops": fwd_formula},
+                f"loss_and_grad_b{a.train_batch}": {"xla_flops": _xla_flops(grad), "formula_flops": train_formula}}
+
+    def device_peak(self):
+        from bridgetower_jax import flops
+        return {"peak_flops": flops.peak_flops_per_device()}
+
+
+def _xla_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0))
+
+
+class TorchWorker:
+    def __init__(self, a):
+        import torch
+        self.torch, self.a = torch, a
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        self.device = torch.device("cuda" if a.device == "gpu" else "cpu")
+        self.autocast = a.compute_dtype == "bfloat16"
+
+    def setup(self, weights_dir: str):
+        import torch
+        import transformers
+        a = self.a
+        hf_config = transformers.BridgeTowerConfig.from_dict(json.loads(Path(a.workdir, "hf_config.json").read_text()))
+        torch.manual_seed(a.seed)
+        self.mlm = transformers.BridgeTowerForMaskedLM(hf_config)
+        self.itm = transformers.BridgeTowerForImageAndTextRetrieval(hf_config)
+        self.itm.bridgetower = self.mlm.bridgetower          # one core, two heads (as the JAX pre-training model)
+        self.mlm.save_pretrained(os.path.join(weights_dir, "mlm"))
+        self.itm.save_pretrained(os.path.join(weights_dir, "itm"))
+        self.mlm.to(self.device)
+        self.itm.to(self.device)
+        params = list(self.mlm.parameters()) + list(self.itm.itm_score.parameters())
+        self.params = params
+        self.opt = None
+        self.batches = {}
+        return {"params": int(sum(p.numel() for p in params)), "torch": torch.__version__,
+                "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+                "attn_implementation": self.mlm.config._attn_implementation}
+
+    def _batch(self, phase: str):
+        if phase not in self.batches:
+            host = np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz"))
+            t = {k: self.torch.from_numpy(np.ascontiguousarray(
+                host[k].transpose(0, 3, 1, 2) if host[k].ndim == 4 else host[k])) for k in host.files}
+            t = {k: (v.long() if v.dtype == self.torch.int32 else v).to(self.device) for k, v in t.items()}
+            self.batches[phase] = t
+        return self.batches[phase]
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def matmul_peak(self):
+        x = self.torch.ones(2048, 2048, device=self.device)
+        return {"gemm_flops": gemm_flops_per_second(lambda: x @ x, self._sync)}
+
+    def begin(self, phase: str):
+        self._reset_memory()
+        if phase.startswith("train") and self.opt is None:
+            decay = [p for n, p in self._named() if p.ndim >= 2]
+            no_decay = [p for n, p in self._named() if p.ndim < 2]
+            kw = {"fused": True} if self.a.torch_adamw == "fused" else (
+                {"foreach": True} if self.a.torch_adamw == "foreach" else {})
+            self.opt = self.torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                               {"params": no_decay, "weight_decay": 0.0}],
+                                              lr=1e-5, betas=(0.9, 0.98), eps=1e-8, **kw)
+        start = time.perf_counter()
+        self._call(phase)
+        first = time.perf_counter() - start
+        self._call(phase)
+        warm_peak = self._peak_memory()
+        self._reset_memory()
+        return {"first_call_s": first, "peak_memory_incl_warmup_bytes": warm_peak}
+
+    def _named(self):
+        return list(self.mlm.named_parameters()) + list(self.itm.itm_score.named_parameters())
+
+    def _call(self, phase: str):
+        torch, b = self.torch, self._batch(phase)
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        if phase.startswith("forward"):
+            self.mlm.eval()
+            with torch.inference_mode(), ctx:
+                out = self.mlm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               pixel_values=b["pixel_values"]).logits
+            self._sync()
+            return out
+        self.mlm.train()
+        self.itm.train()
+        self.opt.zero_grad(set_to_none=True)
+        with ctx:
+            mlm = self.mlm(input_ids=b["mlm_input_ids"], attention_mask=b["attention_mask"],
+                           pixel_values=b["pixel_values"], labels=b["mlm_labels"])
+            itm = self.itm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                           pixel_values=b["itm_pixel_values"], labels=b["itm_labels"])
+            loss = mlm.loss + itm.loss
+        loss.backward()
+        self.opt.step()
+        self._sync()
+        return loss
+
+    def run(self, phase: str):
+        start = time.perf_counter()
+        self._call(phase)
+        return {"seconds": time.perf_counter() - start}
+
+    def end(self, phase: str):
+        out = {"peak_memory_bytes": self._peak_memory()}
+        if phase == "forward_b1":
+            logits = self._call(phase).float().cpu().numpy()
+            np.save(os.path.join(self.a.workdir, "logits_torch.npy"), logits)
+        return out
+
+    def _reset_memory(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.reset_peak_memory_stats()
+        else:
+            reset_peak_rss()
+
+    def _peak_memory(self) -> int:
+        if self.device.type == "cuda":
+            return int(self.torch.cuda.max_memory_allocated())
+        return peak_rss_bytes()
+
+
+def worker_main(a) -> None:
+    """Serve commands from the parent: {"cmd": name, "arg": ...} -> {"ok": result} or {"error": text}."""
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)                      # library chatter goes to stderr, the protocol owns the real stdout
+    worker = (JaxWorker if a.worker == "jax" else TorchWorker)(a)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "quit":
+            break
+        try:
+            result = {"ok": getattr(worker, msg["cmd"])(*msg.get("args", []))}
+        except Exception as e:  # report to the parent, which stops the run with the traceback
+            import traceback
+            result = {"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"}
+        reply.write(json.dumps(result) + "\n")
+        reply.flush()
+
+
+class Remote:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, name: str, argv: list[str], env: dict):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.vs_pytorch", "--worker", name] + argv,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                     cwd=str(Path(__file__).resolve().parents[1]))
+
+    def __call__(self, cmd: str, *args):
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "args": list(args)}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died during {cmd!r} (exit code {self.proc.wait()})")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(f"{self.name} worker failed in {cmd!r}:\n{msg['error']}")
+        return msg["ok"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent
+# ---------------------------------------------------------------------------------------------
+def detect_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        out = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"],
+                             capture_output=True, text=True, timeout=300)
+        platform_name = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "cpu"
+    except (subprocess.TimeoutExpired, OSError):
+        platform_name = "cpu"
+    return {"cuda": "gpu", "rocm": "gpu"}.get(platform_name, platform_name)
+
+
+def worker_env(device: str, cpus: list[int], xla_flags: str) -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(len(cpus)), MKL_NUM_THREADS=str(len(cpus)), TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if device == "cpu":
+        env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    else:
+        env.pop("JAX_PLATFORMS", None)
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"   # the PyTorch worker shares the device
+    if xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    else:
+        env.pop("XLA_FLAGS", None)     # e.g. the tests' 8 simulated devices: one device here
+    return env
+
+
+def summarize(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
+
+
+def run_benchmark(a) -> dict:
+    from bridgetower_jax import flops
+    from bridgetower_jax.convert.hf_config import to_hf_config
+    from bridgetower_jax.xla_flags import recommended_xla_flags
+    device = detect_device(a.device)
+    accelerator = device != "cpu"
+    compute_dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if accelerator else "float32")
+    attention = a.attention_impl if a.attention_impl != "auto" else ("fused" if accelerator else "xla")
+    compute = dict(dtype=compute_dtype, attention_impl=attention, scan_layers=a.scan_layers, remat=a.remat,
+                   dropout_impl=a.dropout_impl)
+    cfg = model_config(a.preset, compute)
+    cpus = sorted(os.sched_getaffinity(0))[: a.threads] if a.threads else sorted(os.sched_getaffinity(0))
+    phases = [f"forward_b{b}" for b in a.forward_batches] + [f"train_b{a.train_batch}"]
+
+    workdir = tempfile.mkdtemp(prefix="bt_bench_")
+    Path(workdir, "hf_config.json").write_text(json.dumps(to_hf_config(cfg).to_dict()))
+    for phase in phases:
+        batch = int(phase.rsplit("_b", 1)[1])
+        np.savez(os.path.join(workdir, f"inputs_{phase}.npz"), **make_inputs(cfg, batch, a.text_len, a.seed))
+    argv = ["--preset", a.preset, "--workdir", workdir, "--text_len", str(a.text_len), "--train_batch",
+            str(a.train_batch), "--device", device, "--compute", json.dumps(compute), "--compute_dtype",
+            compute_dtype, "--torch_adamw", a.torch_adamw, "--seed", str(a.seed), "--cpus",
+            ",".join(map(str, cpus))]
+    xla_flags = a.xla_flags if a.xla_flags is not None else recommended_xla_flags(device)
+    env = worker_env(device, cpus, xla_flags)
+    weights = os.path.join(workdir, "weights")
+    results = {"preset": a.preset, "device": device, "text_len": a.text_len, "compute": compute,
+               "threads": len(cpus), "cpus": cpus, "host": platform.node(), "cpu_model": _cpu_model(),
+               "torch_adamw": a.torch_adamw, "xla_flags": xla_flags, "phases": {},
+               "load_average_start": os.getloadavg()}
+    print(f"bench.vs_pytorch: preset {a.preset}, device {device}, {compute_dtype}, attention {attention}, "
+          f"scan {a.scan_layers}, remat {a.remat}, {len(cpus)} thread(s) on cpus {cpus}", flush=True)
+    torch_w = Remote("torch", argv, env)
+    jax_w = None
+    try:
+        results["torch_info"] = torch_w("setup", weights)      # creates and saves the weights
+        jax_w = Remote("jax", argv, env)
+        results["jax_info"] = jax_w("setup", weights)
+        workers = {"jax": jax_w, "torch": torch_w}
+        results["gemm_flops"] = {n: w("matmul_peak")["gemm_flops"] for n, w in workers.items()}
+        peak = a.peak_flops or (jax_w("device_peak")["peak_flops"] if accelerator else None)
+        peak_source = "--peak_flops" if a.peak_flops else ("vendor bf16 dense peak (flops.PEAK_FLOPS)"
+                                                            if peak else "measured fp32 GEMM 2048^2, best of both")
+        peak = peak or max(results["gemm_flops"].values())
+        results["peak_flops"], results["peak_flops_source"] = peak, peak_source
+        for phase in phases:
+            reps = a.train_reps if phase.startswith("train") else a.reps
+            entry = {"jax": {}, "torch": {}}
+            for name, w in workers.items():
+                entry[name].update(w("begin", phase))
+            times = {"jax": [], "torch": []}
+            recompiles = 0
+            for r in range(reps):
+                order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
+                for name in order:
+                    time.sleep(a.settle)          # let the other side's spinning worker threads go idle
+                    out = workers[name]("run", phase)
+                    times[name].append(out["seconds"])
+                    recompiles += out.get("recompiles", 0)
+            for name, w in workers.items():
+                entry[name].update(w("end", phase))
+                entry[name].update(summarize(times[name]))
+                entry[name]["times_s"] = times[name]
+            entry["jax"]["recompiles_during_timing"] = recompiles
+            entry["ratio_time"] = entry["jax"]["median_s"] / entry["torch"]["median_s"]
+            entry["ratio_memory"] = entry["jax"]["peak_memory_bytes"] / max(entry["torch"]["peak_memory_bytes"], 1)
+            batch = int(phase.rsplit("_b", 1)[1])
+            if phase.startswith("train"):
+                work = flops.train_flops_per_example(cfg, "pretrain", a.text_len) * batch
+            else:
+                work = (flops.forward_flops(cfg, a.text_len) + flops.mlm_head_flops(cfg, a.text_len)) * batch
+            entry["model_flops"] = work
+            for name in ("jax", "torch"):
+                entry[name]["mfu"] = work / entry[name]["median_s"] / peak
+            results["phases"][phase] = entry
+            print(_row(phase, entry), flush=True)
+            if phase == "forward_b1":
+                diff = np.abs(np.load(os.path.join(workdir, "logits_jax.npy"))
+                              - np.load(os.path.join(workdir, "logits_torch.npy"))).max()
+                results["forward_b1_logits_max_abs_diff"] = float(diff)
+        results["load_average_end"] = os.getloadavg()
+        if not a.skip_cost_analysis:
+            ca = jax_w("cost_analysis")
+            for v in ca.values():
+                v["formula_over_xla"] = v["formula_flops"] / v["xla_flops"] if v["xla_flops"] else None
+            results["cost_analysis"] = ca
+    finally:
+        for w in (jax_w, torch_w):
+            if w is not None:
+                w.close()
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+HEADER = (f"{'phase':<12}{'JAX med s':>11}{'torch med s':>12}{'ratio':>7}{'JAX MFU':>9}{'torch MFU':>10}"
+          f"{'JAX peak GB':>12}{'torch peak GB':>14}{'compile s':>10}")
+
+
+def _row(phase: str, e: dict) -> str:
+    j, t = e["jax"], e["torch"]
+    return (f"{phase:<12}{j['median_s']:>11.4f}{t['median_s']:>12.4f}{e['ratio_time']:>7.2f}"
+            f"{100 * j['mfu']:>8.1f}%{100 * t['mfu']:>9.1f}%{j['peak_memory_bytes'] / 1e9:>12.2f}"
+            f"{t['peak_memory_bytes'] / 1e9:>14.2f}{j['compile_s']:>10.1f}")
+
+
+def print_table(r: dict) -> None:
+    print()
+    print(f"{r['preset']} on {r['device']} ({r['cpu_model']}, {r['threads']} threads), {r['compute']['dtype']}, "
+          f"text {r['text_len']}; peak {r['peak_flops'] / 1e9:.0f} GFLOP/s ({r['peak_flops_source']})")
+    print(HEADER)
+    for phase, e in r["phases"].items():
+        print(_row(phase, e))
+    if "forward_b1_logits_max_abs_diff" in r:
+        print(f"forward_b1 MLM logits, max |JAX - torch| = {r['forward_b1_logits_max_abs_diff']:.2e}")
+    for name, v in r.get("cost_analysis", {}).items():
+        print(f"flops.py vs XLA cost analysis, {name}: formula {v['formula_flops'] / 1e9:.2f} G, "
+              f"XLA {v['xla_flops'] / 1e9:.2f} G, ratio {v['formula_over_xla']:.3f}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
+    p.add_argument("--device", default="auto", help="auto, cpu, gpu or tpu (auto: what JAX finds)")
+    p.add_argument("--dtype", default="auto", help="compute dtype; auto = float32 on CPU, bfloat16 elsewhere")
+    p.add_argument("--attention_impl", default="auto", help="xla, fused; auto = xla on CPU, fused elsewhere")
+    p.add_argument("--scan_layers", action="store_true")
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"),
+                   help="compute.dropout_impl of the JAX model (hash: fused counter-hash masks)")
+    p.add_argument("--text_len", type=int, default=40)
+    p.add_argument("--forward_batches", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4],
+                   help="comma-separated; empty: no forward phases")
+    p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--reps", type=int, default=10, help="timed calls per framework for each forward phase")
+    p.add_argument("--train_reps", type=int, default=10, help="timed calls per framework for the train step")
+    p.add_argument("--threads", type=int, default=0, help="CPUs for each worker (0: all this process may use)")
+    p.add_argument("--xla_flags", default=None, help="XLA_FLAGS for the JAX worker (default: "
+                   "xla_flags.recommended_xla_flags() for the device, as the trainer sets them)")
+    p.add_argument("--torch_adamw", default="default", choices=("default", "foreach", "fused"),
+                   help="torch.optim.AdamW implementation (default: what torch picks for the device)")
+    p.add_argument("--peak_flops", type=float, default=0.0, help="device peak FLOP/s for MFU (default: measured "
+                   "GEMM peak on CPU, vendor peak on accelerators)")
+    p.add_argument("--settle", type=float, default=0.05, help="seconds of idle before each timed call")
+    p.add_argument("--skip_cost_analysis", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write all numbers here")
+    # worker-only
+    p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--compute", help=argparse.SUPPRESS)
+    p.add_argument("--compute_dtype", help=argparse.SUPPRESS)
+    p.add_argument("--cpus", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict | None:
+    a = parse_args(argv)
+    if a.worker:
+        os.sched_setaffinity(0, [int(c) for c in a.cpus.split(",")])   # before jax / torch size their pools
+        worker_main(a)
+        return None
+    results = run_benchmark(a)
+    print_table(results)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

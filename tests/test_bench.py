@@ -1,0 +1,41 @@
+"""Smoke test of bench/vs_pytorch.py: both workers start, every phase runs once, the JSON has its fields.
+
+Timings are not checked (the machine is shared); parity of the two sides' first logits is.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def no_simulated_devices(monkeypatch):
+    # The workers are fresh processes: give them the real single CPU device, not the tests' 8.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+
+
+@pytest.mark.slow   # ~75 s on the 2-core VM: the trainer's real train step compiles (tiny model, 60 s)
+def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
+    from bench import vs_pytorch
+    out = tmp_path / "tiny.json"
+    vs_pytorch.main(["--preset", "tiny", "--text_len", "8", "--forward_batches", "1", "--train_batch", "2",
+                     "--reps", "1", "--train_reps", "1", "--settle", "0", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["preset"] == "tiny" and r["device"] == "cpu" and r["threads"] >= 1
+    assert set(r["phases"]) == {"forward_b1", "train_b2"}
+    for phase, e in r["phases"].items():
+        for side in ("jax", "torch"):
+            for key in ("median_s", "min_s", "times_s", "peak_memory_bytes", "peak_memory_incl_warmup_bytes", "mfu"):
+                assert key in e[side], (phase, side, key)
+            assert e[side]["median_s"] > 0 and e[side]["peak_memory_bytes"] > 0
+        assert e["ratio_time"] > 0 and e["ratio_memory"] > 0 and e["model_flops"] > 0
+        assert e["jax"]["compile_s"] > 0 and e["jax"]["recompiles_during_timing"] == 0
+    assert r["forward_b1_logits_max_abs_diff"] < 1e-3          # both sides run the same model
+    for v in r["cost_analysis"].values():
+        assert 0.8 < v["formula_over_xla"] < 1.2
+    assert r["peak_flops"] > 0 and r["xla_flags"] is not None
