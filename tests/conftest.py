@@ -5,7 +5,10 @@ of the root conftest (pytest imports it before any test module).
 """
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 simulated devices; tests compile far more than they compute, so XLA's CPU backend is asked
+# for quick compiles rather than fast code (same numerics).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+                                   "--xla_llvm_disable_expensive_passes=true")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,3 +49,10 @@ def demo_data(tmp_path_factory):
     """(data_dir, tokenizer_dir) of a small demo corpus with every task's dataset built."""
     from train_fixtures import build_demo_data
     return build_demo_data(str(tmp_path_factory.mktemp("demo_data")))
+
+
+@pytest.fixture(scope="session")
+def reference_runs(demo_data, tmp_path_factory):
+    """Pre-training runs shared by the sharding, resume and multi-host tests (see train_fixtures)."""
+    from train_fixtures import ReferenceRuns
+    return ReferenceRuns(*demo_data, str(tmp_path_factory.mktemp("reference_runs")))

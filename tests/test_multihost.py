@@ -6,17 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridgetower_jax import train
 from bridgetower_jax.metric_writer import read_metrics
-from configs import pretrain
-from train_fixtures import tiny_config
+from train_fixtures import ReferenceRuns
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = {"total_steps": 4, "checkpoint_every": 2, "max_to_keep": 5}
 
 
 def _launch_two_processes(workdir: Path, data_dir: str, tok_dir: str) -> None:
-    overrides = [f"--config.{k}={v}" for k, v in STEPS.items()]
+    settings = {**ReferenceRuns.STEPS, **{k: v for k, v in ReferenceRuns.MESH_8.items() if k != "mesh.num_devices"}}
+    overrides = [f"--config.{k}={v}" for k, v in settings.items()]
     result = subprocess.run(
         [sys.executable, str(REPO / "launch" / "launch.py"), "local", "-n", "2", "--devices-per-process", "4",
          "--timeout", "900", "--config", "configs/pretrain.py:tiny", "--workdir", str(workdir),
@@ -29,11 +27,8 @@ def _losses(workdir) -> dict:
     return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
 
 
-def test_two_processes_train_checkpoint_resume_like_one_process(demo_data, tmp_path):
+def test_two_processes_train_checkpoint_resume_like_one_process(demo_data, reference_runs, tmp_path):
     data_dir, tok_dir = demo_data
-    single = tiny_config(pretrain, data_dir, tok_dir, **STEPS, **{"mesh.num_devices": 0})
-    train.train_and_evaluate(single, str(tmp_path / "single"))
-
     multi = tmp_path / "multi"
     _launch_two_processes(multi, data_dir, tok_dir)
     # Stop the multi-host run "after step 2": drop its last checkpoint and later records, resume.
@@ -42,7 +37,7 @@ def test_two_processes_train_checkpoint_resume_like_one_process(demo_data, tmp_p
     (multi / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     _launch_two_processes(multi, data_dir, tok_dir)
 
-    a, b = _losses(tmp_path / "single"), _losses(multi)
+    a, b = _losses(reference_runs.workdir(8)), _losses(multi)
     assert a.keys() == b.keys() == {1, 2, 3, 4}
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-5 * abs(a[step]), (step, a, b)

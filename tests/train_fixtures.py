@@ -33,3 +33,28 @@ def tiny_config(module, data_dir: str, tok_dir: str, **overrides):
             node = node[p]
         node[leaf] = value
     return cfg
+
+
+class ReferenceRuns:
+    """Pre-training runs that several tests compare against, each trained once per session:
+    4 steps of configs/pretrain.py:tiny with checkpoints at steps 2 and 4, on one device or on a
+    (data=2, fsdp=2, tensor=2) mesh of 8 devices."""
+
+    STEPS = {"total_steps": 4, "checkpoint_every": 2, "max_to_keep": 5}
+    MESH_8 = {"mesh.num_devices": 8, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
+
+    def __init__(self, data_dir: str, tok_dir: str, root: str):
+        self.data_dir, self.tok_dir, self.root, self._done = data_dir, tok_dir, root, {}
+
+    def config(self, devices: int):
+        from configs import pretrain
+        mesh = self.MESH_8 if devices == 8 else {}
+        return tiny_config(pretrain, self.data_dir, self.tok_dir, **self.STEPS, **mesh)
+
+    def workdir(self, devices: int) -> str:
+        if devices not in self._done:
+            from bridgetower_jax import train
+            path = os.path.join(self.root, f"reference_{devices}_devices")
+            train.train_and_evaluate(self.config(devices), path)
+            self._done[devices] = path
+        return self._done[devices]
