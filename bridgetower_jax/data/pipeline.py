@@ -28,7 +28,8 @@ Pipeline: index over all texts -> seeded global shuffle (re-seeded every epoch) 
 decode/augment/tokenise (`random_map`: its Generator comes from the seed and the element's global
 position, so results depend neither on the number of processes nor of workers; Grain maps lazily,
 each process only makes its own examples) -> shard by JAX process
-(`[process_index::process_count]`) -> batch with drop_remainder -> optional worker processes.
+(each process takes its block of rows of every global batch) -> batch with drop_remainder ->
+optional worker processes.
 
 Batch keys (numpy, host-local): every task has input_ids, attention_mask int32 [B, T],
 pixel_values float32 [B, H, W, 3] (NLVR2: [B, 2, H, W, 3]) CLIP-normalised, and example_mask
@@ -110,6 +111,30 @@ def _shuffled_texts(parts: Sequence[sources_lib.SplitSource], first_part: int, s
     return dataset.seed(seed).shuffle().repeat(num_epochs)
 
 
+class _ProcessRows(grain.MapDataset):
+    """This process's rows of each global batch: global batch b is elements [bB, (b+1)B) of the
+    stream (B = local_batch x process_count) and process p holds rows [pL, (p+1)L) of it, the rows
+    that `jax.make_array_from_process_local_data` places on p's devices."""
+
+    def __init__(self, parent: grain.MapDataset, process_index: int, process_count: int, local_batch: int):
+        super().__init__(parent)
+        self._index, self._count, self._local = process_index, process_count, local_batch
+
+    def __len__(self) -> int:
+        # Complete global batches only: every process then makes the same number of batches (an
+        # incomplete last batch would be dropped anyway, and uneven counts would hang a collective).
+        return len(self._parent) // (self._local * self._count) * self._local
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return self.slice(k)
+        batch, row = divmod(k, self._local)
+        return self._parent[(batch * self._count + self._index) * self._local + row]
+
+    def __str__(self) -> str:
+        return f"ProcessRows(process={self._index}/{self._count}, local_batch={self._local})"
+
+
 def _examples(dataset: grain.MapDataset, example: grain.transforms.RandomMap, seed: int) -> grain.MapDataset:
     # Each element's position and random Generator come from its index in `dataset`.
     return dataset.map_with_index(task_examples.AttachPosition()).seed(seed).random_map(example)
@@ -180,9 +205,9 @@ def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: in
     if example.skip_bad_records:
         example = task_examples.CountSubstitutions(example)
     # Examples are made from the *global* stream before it is split over processes: every example
-    # (its MLM mask, ITM pairing, augmentation) is the same whatever the number of processes, so a
-    # run on N hosts sees exactly the global batches of a run on one.
-    examples = _examples(dataset, example, seed)[process_index::process_count]
+    # (its MLM mask, ITM pairing, augmentation) and its row in the global batch are the same whatever
+    # the number of processes, so a run on N hosts sees exactly the global batches of a run on one.
+    examples = _ProcessRows(_examples(dataset, example, seed), process_index, process_count, batch_size)
     return _batched(examples, config, batch_size)
 
 
