@@ -86,3 +86,18 @@ def tiny_model(c: ml_collections.ConfigDict, vocab_size: int = 1000, image_size:
         vision=t.vision.__class__(**{**t.vision.__dict__, "hidden_size": 128, "image_size": image_size,
                                      "patch_size": 16})).to_dict())
     c.data.image_size = c.model.vision.get_ref("image_size")
+
+
+def tiny_variant(c: ml_collections.ConfigDict, datasets: tuple, eval_spec: str) -> None:
+    """The `tiny` variant every experiment has: the tiny model on 64 px demo-sized data, a few steps
+    of a few examples with a large learning rate (tests, smoke runs, the base of the demo)."""
+    tiny_model(c, vocab_size=1000, image_size=64)
+    c.data.datasets = datasets
+    c.data.max_text_len = 16
+    c.data.read_threads = 2
+    c.data.train_transform = c.data.eval_transform = "clip"
+    c.eval.spec = eval_spec
+    c.eval.batch_size = 16
+    c.optim.lr = 1e-3
+    c.optim.lr_mult_cross_modal = c.optim.lr_mult_head = 1.0
+    c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2

@@ -7,7 +7,7 @@
 The original (scripts/ftfpt_base_nlvr2.sh): 384 px, batch 64, lr 5e-6 (x10 head, x5 cross-modal),
 10 epochs (~13.5k steps), 10% warmup, weight decay 0.008, head scale 1.5, feature dropout 0.1.
 """
-from configs.common import base_config, tiny_model
+from configs.common import base_config, tiny_variant
 
 
 def get_config(variant: str = "base"):
@@ -25,11 +25,5 @@ def get_config(variant: str = "base"):
     c.data.datasets = ("nlvr2:train",)
     c.eval.spec = "nlvr2:dev"
     if variant == "tiny":
-        tiny_model(c, vocab_size=1000, image_size=64)
-        c.data.max_text_len = 16
-        c.data.read_threads = 2
-        c.data.train_transform = c.data.eval_transform = "clip"
-        c.optim.lr, c.optim.lr_mult_head = 1e-3, 1.0
-        c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
-        c.eval.batch_size = 16
+        tiny_variant(c, ("nlvr2:train",), eval_spec="nlvr2:dev")
     return c

@@ -8,7 +8,7 @@ Variants: base (ViT-B/16 288 px + RoBERTa-base), large (ViT-L/14 294 px + RoBERT
 tiny (a seconds-long CPU run for tests), demo (the README's demo). The original: 100k steps,
 batch 4096, lr 1e-5 (x5 for cross-modal and heads), 10% warmup, weight decay 0.01.
 """
-from configs.common import base_config, tiny_model
+from configs.common import base_config, tiny_variant
 
 
 def get_config(variant: str = "base"):
@@ -21,21 +21,8 @@ def get_config(variant: str = "base"):
     if variant == "large":
         c.model.vision.image_size = 294
     if variant in ("tiny", "demo"):
-        tiny_model(c, vocab_size=1000, image_size=64)
-        c.data.datasets = ("coco_karpathy:train",)
-        c.data.max_text_len = 16
-        c.data.read_threads = 2
-        c.mesh.data = -1
-        c.log_every = 1
-        c.eval.spec = ""
-        c.eval.batch_size = 16
-        c.optim.lr = 1e-3
+        tiny_variant(c, ("coco_karpathy:train",), eval_spec="")
         c.optim.warmup = 0.05
-        c.optim.lr_mult_cross_modal = 1.0
-        c.optim.lr_mult_head = 1.0
-        c.total_steps = 4
-        c.batch_size = 8
-        c.checkpoint_every = 2
     if variant == "demo":
         c.total_steps = 300
         c.batch_size = 32

@@ -9,7 +9,7 @@ evaluated by ITC shortlist re-ranked with ITM).
 The original (scripts/ftfpt_base_irtr_itm_itc_flickr.sh): 384 px, batch 512, lr 5e-6 (x5 head and
 cross-modal), 20 epochs (~5.7k steps), 5% warmup, weight decay 0.01, k_test 128.
 """
-from configs.common import base_config, tiny_model
+from configs.common import base_config, tiny_variant
 
 
 def get_config(variant: str = "base"):
@@ -25,12 +25,6 @@ def get_config(variant: str = "base"):
     c.eval.spec = "f30k_karpathy:test"
     c.eval.k_test = 128
     if variant == "tiny":
-        tiny_model(c, vocab_size=1000, image_size=64)
-        c.data.max_text_len = 16
-        c.data.read_threads = 2
-        c.data.datasets = ("f30k_karpathy:train",)
-        c.data.train_transform = c.data.eval_transform = "clip"
-        c.optim.lr = 1e-3
-        c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
-        c.eval.batch_size, c.eval.k_test = 16, 4
+        tiny_variant(c, ("f30k_karpathy:train",), eval_spec="f30k_karpathy:test")
+        c.eval.k_test = 4
     return c

@@ -7,7 +7,7 @@
 The original (scripts/ftfpt_base_snlive.sh): 384 px, batch 64, lr 3e-6 (x10 head, x5 cross-modal),
 5 epochs (~41k steps), 6% warmup, weight decay 0.01, head scale 2.
 """
-from configs.common import base_config, tiny_model
+from configs.common import base_config, tiny_variant
 
 
 def get_config(variant: str = "base"):
@@ -24,11 +24,5 @@ def get_config(variant: str = "base"):
     c.data.datasets = ("snli_ve:train",)
     c.eval.spec = "snli_ve:dev"
     if variant == "tiny":
-        tiny_model(c, vocab_size=1000, image_size=64)
-        c.data.max_text_len = 16
-        c.data.read_threads = 2
-        c.data.train_transform = c.data.eval_transform = "clip"
-        c.optim.lr, c.optim.lr_mult_head = 1e-3, 1.0
-        c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
-        c.eval.batch_size = 16
+        tiny_variant(c, ("snli_ve:train",), eval_spec="snli_ve:dev")
     return c

@@ -8,7 +8,7 @@
 The original (scripts/ftfpt_base_vqa.sh): 576 px, batch 512, lr 1e-5 with x50 for the head and x5
 for the cross-modal layers, 10 epochs of train+val (~12.6k steps), 6% warmup, weight decay 0.05.
 """
-from configs.common import base_config, tiny_model
+from configs.common import base_config, tiny_variant
 
 
 def get_config(variant: str = "base"):
@@ -27,22 +27,8 @@ def get_config(variant: str = "base"):
     c.data.datasets = ("vqav2:train+val",)
     c.eval.spec = "vqav2:test_dev"
     if variant in ("tiny", "demo"):
-        tiny_model(c, vocab_size=1000, image_size=64)
-        c.data.datasets = ("vqav2:train",)
-        c.data.max_text_len = 16
-        c.data.read_threads = 2
-        c.data.train_transform = "clip"
-        c.data.eval_transform = "clip"
-        c.eval.spec = "vqav2:val"
-        c.eval.batch_size = 16
-        c.log_every = 1
-        c.optim.lr = 1e-3
-        c.optim.lr_mult_head = 1.0
-        c.optim.lr_mult_cross_modal = 1.0
+        tiny_variant(c, ("vqav2:train",), eval_spec="vqav2:val")
         c.optim.weight_decay = 0.01
-        c.total_steps = 4
-        c.batch_size = 8
-        c.checkpoint_every = 2
     if variant == "demo":
         c.total_steps = 300
         c.batch_size = 32
