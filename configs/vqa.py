@@ -7,6 +7,10 @@
 
 The original (scripts/ftfpt_base_vqa.sh): 576 px, batch 512, lr 1e-5 with x50 for the head and x5
 for the cross-modal layers, 10 epochs of train+val (~12.6k steps), 6% warmup, weight decay 0.05.
+
+Opt-in Visual Genome QA (the original's "w/ VGQA" runs; build vgqa or vgqa_coco into the same
+data_dir after vqav2, so that it shares vqav2's answer vocabulary), concatenated with VQAv2:
+    --config.data.datasets="('vqav2:train+val', 'vgqa:train+val')"
 """
 from configs.common import base_config, tiny_variant
 

@@ -84,13 +84,52 @@ def write_vqav2(root: str, train_questions=None, train_annotations=None) -> str:
     ]
     val_questions = [{"image_id": 3, "question": "What color is the bus?", "question_id": 3000}]
     val_annotations = [vqa_annotation(3000, 3, ["white"] * 4 + ["black"] * 6)]
-    for subtype, questions, annotations in (("train2014", train_questions, train_annotations),
-                                            ("val2014", val_questions, val_annotations)):
+    for subtype, questions, answered in (("train2014", train_questions, train_annotations),
+                                         ("val2014", val_questions, val_annotations)):
         write_json(os.path.join(root, f"v2_OpenEnded_mscoco_{subtype}_questions.json"),
                    {"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": subtype,
                     "questions": questions})
         write_json(os.path.join(root, f"v2_mscoco_{subtype}_annotations.json"),
-                   {"data_subtype": subtype, "annotations": annotations})
+                   {"data_subtype": subtype, "annotations": answered})
+    return root
+
+
+# ---- Visual Genome QA ----------------------------------------------------------------------------
+
+# (VG image id, COCO id or None, image folder). COCO 101-104 are Karpathy train, restval, val,
+# test; COCO 999 is in no Karpathy split, so image 20 is split like the non-COCO images 14-19.
+VGQA_IMAGES = [(10, 101, "VG_100K"), (11, 102, "VG_100K"), (12, 103, "VG_100K_2"), (13, 104, "VG_100K_2"),
+               *((i, None, "VG_100K") for i in range(14, 20)), (20, 999, "VG_100K_2")]
+VGQA_KARPATHY = {101: "train", 102: "restval", 103: "val", 104: "test", 105: "test"}
+# Every image has qa_id 100 * image id "Is it sunny?" -> "Yes."; besides (qa_id, question, answer):
+VGQA_EXTRA_QAS = {
+    10: [(1001, "How many dogs?", "two"), (1002, "How many dogs?", "2"),           # one answer: kept once
+         (1003, "What color is the car?", "Black."), (1004, "What color is the car?", "white"),
+         (1005, "What is the man holding?", "umbrella"),                           # no answer in vocabulary
+         (1006, "How many birds?", "2"), (1007, "How many birds?", "yes")],       # answers disagree
+    12: [(1201, "What color is the sky?", "black")],
+}
+
+
+def write_vgqa(root: str, images=VGQA_IMAGES, extra_qas=VGQA_EXTRA_QAS) -> str:
+    """question_answers.json in annotations/ (the original's layout), image_data.json at the top,
+    COCO Karpathy's dataset_coco.json, images in images/VG_100K{,_2}/."""
+    question_answers, image_data = [], []
+    for image_id, coco_id, folder in images:
+        qas = [(100 * image_id, "Is it sunny?", "Yes."), *extra_qas.get(image_id, [])]
+        question_answers.append({"id": image_id, "qas": [
+            {"qa_id": q, "image_id": image_id, "question": question, "answer": answer, "a_objects": [],
+             "q_objects": []} for q, question, answer in qas]})
+        url = f"https://cs.stanford.edu/people/rak248/{folder}/{image_id}.jpg"
+        image_data.append({"image_id": image_id, "url": url, "width": 40, "height": 32, "coco_id": coco_id,
+                           "flickr_id": None})
+        write_file(os.path.join(root, "images", folder, f"{image_id}.jpg"), image_bytes(image_id))
+    write_json(os.path.join(root, "annotations", "question_answers.json"), question_answers)
+    write_json(os.path.join(root, "image_data.json"), image_data)
+    karpathy = [{"filepath": "val2014", "filename": f"COCO_val2014_{coco_id:012d}.jpg", "imgid": n,
+                 "cocoid": coco_id, "split": split, "sentids": [], "sentences": []}
+                for n, (coco_id, split) in enumerate(VGQA_KARPATHY.items())]
+    write_json(os.path.join(root, "dataset_coco.json"), {"dataset": "coco", "images": karpathy})
     return root
 
 
@@ -179,7 +218,8 @@ def write_caption_arrow(path: str, rows, split: str) -> str:
 
 
 def write_vqav2_arrow(path: str, rows) -> str:
-    """rows: (image bytes, image_id, questions, question_ids, answers, labels, scores)."""
+    """rows: (image bytes, image_id, questions, question_ids, answers, labels, scores); also the
+    layout of the original's vgqa_*.arrow files."""
     return write_arrow(path, {
         "image": pa.array([r[0] for r in rows], pa.binary()),
         "questions": pa.array([r[2] for r in rows], pa.list_(pa.string())),

@@ -18,7 +18,8 @@ REASONS = (
     "bad_image",            # truncated or undecodable image bytes
     "empty_text",           # empty caption / question / sentence
     "answer_not_in_vocab",  # a VQA question none of whose answers is in the answer vocabulary
-    "bad_label",            # an NLVR2 / SNLI-VE label outside the known set
+    "bad_label",            # an NLVR2 / SNLI-VE label outside the known set, or a VQA .arrow
+                            # answer score that is none of the soft scores (0.3, 0.6, 0.9, 1.0)
     "malformed_json",       # a JSON-lines row that does not parse
     "missing_field",        # a record lacking a field the format requires
     "image_skipped",        # a record whose image was skipped for one of the reasons above

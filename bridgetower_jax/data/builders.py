@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from bridgetower_jax.data.bad_records import BadRecordLog
-from bridgetower_jax.data.raw import arrow_tables, captions, nlvr2, snli_ve, vqav2
+from bridgetower_jax.data.raw import arrow_tables, captions, nlvr2, snli_ve, vgqa, vqav2
 from bridgetower_jax.data.raw.plan import CorpusPlan, ResolvedSplit, resolve_split
 
 VERSION = "1.0.0"
@@ -142,6 +142,16 @@ class Vqav2(_CorpusBuilder, skip_registration=True):
     name, KIND = "vqav2", "vqa"
 
 
+class Vgqa(_CorpusBuilder, skip_registration=True):
+    """Visual Genome QA on all VG images, in the VQAv2 answer vocabulary (score 1.0 per question)."""
+    name, KIND = "vgqa", "vqa"
+
+
+class VgqaCoco(_CorpusBuilder, skip_registration=True):
+    """Visual Genome QA on the VG images that are COCO Karpathy images, in the VQAv2 vocabulary."""
+    name, KIND = "vgqa_coco", "vqa"
+
+
 class Nlvr2(_CorpusBuilder, skip_registration=True):
     """NLVR2 sentences about image pairs."""
     name, KIND = "nlvr2", "nlvr2"
@@ -171,20 +181,35 @@ DATASETS = {
     "conceptual_captions": DatasetSpec(ConceptualCaptions, captions.read_conceptual_captions,
                                        functools.partial(arrow_tables.read_caption_arrows,
                                                          dataset="conceptual_captions")),
-    "vqav2": DatasetSpec(Vqav2, vqav2.read_vqav2, arrow_tables.read_vqav2_arrows),
+    "vqav2": DatasetSpec(Vqav2, vqav2.read_vqav2,
+                         functools.partial(arrow_tables.read_vqa_arrows, dataset="vqav2")),
+    # Two datasets rather than one with an option: each variant gets its own directory (a build
+    # keeps an existing one), and a training spec says which one it mixes in.
+    "vgqa": DatasetSpec(Vgqa, vgqa.read_vgqa, functools.partial(arrow_tables.read_vqa_arrows, dataset="vgqa")),
+    "vgqa_coco": DatasetSpec(VgqaCoco, functools.partial(vgqa.read_vgqa, coco_images_only=True),
+                             functools.partial(arrow_tables.read_vqa_arrows, dataset="vgqa_coco")),
     "nlvr2": DatasetSpec(Nlvr2, nlvr2.read_nlvr2, arrow_tables.read_nlvr2_arrows),
     "snli_ve": DatasetSpec(SnliVe, snli_ve.read_snli_ve, arrow_tables.read_snli_ve_arrows),
 }
+
+
+# The VQA datasets: one label space, the VQAv2 answer vocabulary.
+VQA_DATASETS = ("vqav2", "vgqa", "vgqa_coco")
+
+
+def resolve_source(dataset: str, manual_dir: str, source: str = "auto") -> str:
+    """"raw" or "arrow"; "auto" takes the original's .arrow files when `manual_dir` has them."""
+    if source == "auto":
+        return "arrow" if _has_arrow_files(dataset, manual_dir) else "raw"
+    return source
 
 
 def read_corpus(dataset: str, manual_dir: str, *, source: str = "auto",
                 skip_bad_records=False, **reader_options) -> PreparedCorpus:
     """Reads the raw files (`source="raw"`) or the original's .arrow files (`"arrow"`)."""
     spec = DATASETS[dataset]
-    if source == "auto":
-        source = "arrow" if _has_arrow_files(dataset, manual_dir) else "raw"
     log = BadRecordLog(skip_bad_records)
-    reader = spec.read_arrow if source == "arrow" else spec.read_raw
+    reader = spec.read_arrow if resolve_source(dataset, manual_dir, source) == "arrow" else spec.read_raw
     return PreparedCorpus(reader(manual_dir, log=log, **reader_options))
 
 

@@ -17,7 +17,9 @@ Config attributes read (plain attributes, e.g. an ml_collections ConfigDict; def
     read_threads        [4]     threads per process (or per worker) running the per-example map
     worker_buffer_size  [2]     batches each worker keeps ready
     skip_bad_records    [False] a bad image at training time is substituted and logged instead of raising
-    datasets            [task default]  dataset specs "name:split[+split]" for training
+    datasets            [task default]  dataset specs "name:split[+split]" for training; several
+                                are mixed (pre-training) or concatenated (fine-tuning, e.g.
+                                VQAv2 + VG-QA: ("vqav2:train+val", "vgqa:train+val"))
     dataset_weights     [None]  pre-training mixture weights (None: proportional to texts, as the
                                 original's concatenation samples)
     train_transform     [task default]  see transforms.py (clip, blip_randaug_wc, ...)
@@ -46,6 +48,7 @@ image_index).
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import grain
@@ -167,10 +170,22 @@ def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir:
     if task == "pretrain":
         extra.setdefault("mlm_prob", _option(config, "mlm_prob", 0.15))
     if task == "vqa":
-        extra["num_answers"] = len(sources_lib.answer_vocabulary(data_dir, parts[0].dataset))
+        extra["num_answers"] = len(_shared_answer_vocabulary(data_dir, [p.dataset for p in parts]))
     if task == "retrieval":
         extra["image_offsets"] = list(np.cumsum([0] + [len(p.images) for p in parts[:-1]]))
     return _EXAMPLE_CLASSES[task](**common, **extra)
+
+
+def _shared_answer_vocabulary(data_dir: str, datasets: Sequence[str]) -> list[str]:
+    """The answer vocabulary of VQA datasets trained together, which must label answers alike."""
+    first, *others = dict.fromkeys(datasets)
+    vocabulary = sources_lib.answer_vocabulary(data_dir, first)
+    for other in others:
+        if sources_lib.answer_vocabulary(data_dir, other) != vocabulary:
+            raise ValueError(f"{first} and {other} have different answer vocabularies; rebuild {other} with "
+                             f"{first}'s (remove {os.path.join(data_dir, other)}; the build labels VG-QA in the "
+                             "vocabulary of the vqav2 in the same data_dir, or in --answer_vocab)")
+    return vocabulary
 
 
 def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: int, process_index: int,
@@ -185,14 +200,16 @@ def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: in
         opened = sources_lib.open_spec(data_dir, spec)
         per_dataset.append(_shuffled_texts(opened, len(parts), seed + 1000 * k, num_epochs))
         parts.extend(opened)
-    if len(per_dataset) > 1:
-        if task != "pretrain":
-            raise ValueError(f"task {task} takes one dataset spec, got {specs}")
+    if len(per_dataset) == 1:
+        dataset = per_dataset[0]
+    elif task == "pretrain":
         weights = _option(config, "dataset_weights", None) or [
             sum(len(p.texts) for p in sources_lib.open_spec(data_dir, s)) for s in specs]
         dataset = grain.MapDataset.mix(per_dataset, weights=[float(w) for w in weights])
     else:
-        dataset = per_dataset[0]
+        # Fine-tuning on several datasets (VQAv2 + VG-QA) concatenates them, as the original's
+        # ConcatDataset does: one shuffle over all their texts.
+        dataset = _shuffled_texts(parts, 0, seed, num_epochs)
     extra = {}
     if task == "pretrain":
         # ITM labels alternate along the global stream, so every global batch is half matched for

@@ -26,6 +26,24 @@ def soft_targets(answers: Iterable[str], answer_to_label: dict[str, int]) -> tup
     return labels, scores
 
 
+def count_for_score(score: float) -> int:
+    """How many humans gave an answer of this soft score (4 stands for "4 or more": the same score)."""
+    for count in range(1, 5):
+        if abs(score - score_for_count(count)) < 1e-6:
+            return count
+    raise ValueError(f"answer score {score} is not one of the soft scores 0.3, 0.6, 0.9, 1.0")
+
+
+def soft_targets_from_scores(answers: Sequence[str], scores: Sequence[float],
+                             answer_to_label: dict[str, int]) -> tuple[list[int], list[float]]:
+    """Soft targets over another vocabulary from (answer, score) pairs, which is all the .arrow files
+    keep of the 10 human answers: each score says how many humans gave its answer, so this is
+    `soft_targets` of that many copies of each answer (same normalisation, same scores)."""
+    if len(answers) != len(scores):
+        raise ValueError(f"{len(answers)} answers but {len(scores)} answer scores")
+    return soft_targets([a for a, s in zip(answers, scores) for _ in range(count_for_score(s))], answer_to_label)
+
+
 def build_answer_vocabulary(multiple_choice_answers: Iterable[str], min_count: int = 9) -> list[str]:
     counts = collections.Counter(normalize_answer(a) for a in multiple_choice_answers)
     return [a for a, c in counts.items() if c >= min_count]

@@ -11,6 +11,7 @@ import re
 
 import pyarrow as pa
 
+from bridgetower_jax.data import vqa_answers
 from bridgetower_jax.data.bad_records import BadRecordLog, wrong_format
 from bridgetower_jax.data.raw.captions import add_image_captions
 from bridgetower_jax.data.raw.plan import CorpusPlan, ImageRef, SplitPlan, TextRecord
@@ -25,9 +26,13 @@ ARROW_FILES = {
     "conceptual_captions": {s: f"conceptual_caption_{s}_[0-9]*.arrow" for s in ("train", "val")},
     "vqav2": {"train": "vqav2_train*.arrow", "val": "vqav2_val*.arrow", "test": "vqav2_test.arrow",
               "test_dev": "vqav2_test-dev.arrow"},
+    # src/utils/write_vgqa.py: all VG images, or only those that are COCO images.
+    "vgqa": {s: f"vgqa_{s}.arrow" for s in ("train", "val")},
+    "vgqa_coco": {s: f"vgqa_coco_{s}.arrow" for s in ("train", "val")},
     "nlvr2": {s: f"nlvr2_{s}.arrow" for s in ("train", "dev", "test1")},
     "snli_ve": {s: f"snli_{s}.arrow" for s in ("train", "dev", "test")},
 }
+UNANSWERED_SPLITS = ("test", "test_dev")   # VQA splits whose answers are not published
 
 
 def read_table(path: str) -> pa.Table:
@@ -74,25 +79,32 @@ def read_caption_arrows(manual_dir: str, dataset: str, log: BadRecordLog) -> Cor
     return CorpusPlan(kind="captions", splits=splits, log=log)
 
 
-def read_vqav2_arrows(manual_dir: str, log: BadRecordLog) -> CorpusPlan:
-    files = split_files(manual_dir, "vqav2")
+def read_vqa_arrows(manual_dir: str, dataset: str, log: BadRecordLog,
+                    answer_vocabulary: list[str] | None = None) -> CorpusPlan:
+    """vqav2 / vgqa / vgqa_coco .arrow files.
+
+    Without `answer_vocabulary` the files' own labels and scores are kept, and the vocabulary is
+    recovered from their (answer, label) pairs (vqav2 only: a vgqa file alone does not hold the
+    whole VQAv2 vocabulary). With it, labels and scores are recomputed from the answer strings
+    and scores, so that the records share that vocabulary's label space.
+    """
+    files = split_files(manual_dir, dataset)
     tables = {s: [(p, read_table(p)) for p in paths] for s, paths in files.items()}
-    answer_of_label: dict[int, str] = {}
-    for split in ("train", "val"):
-        for path, table in tables.get(split, []):
-            answers, labels = _columns(table, path, ("answers", "answer_labels"))
-            for row_answers, row_labels in zip(answers, labels):
-                for a, l in zip(_flatten(row_answers), _flatten(row_labels)):
-                    answer_of_label.setdefault(int(l), a)
-    size = max(answer_of_label) + 1 if answer_of_label else 0
-    vocabulary = [answer_of_label.get(i, f"<unused answer {i}>") for i in range(size)]
+    answered = [s for s in tables if s not in UNANSWERED_SPLITS]
+    if answer_vocabulary is None:
+        if dataset != "vqav2":
+            raise ValueError(f"{dataset} labels are in the VQAv2 label space: pass the vqav2 answer vocabulary")
+        vocabulary, answer_to_label = _vocabulary_of_labels(tables, answered), None
+    else:
+        vocabulary = list(answer_vocabulary)
+        answer_to_label = {a: i for i, a in enumerate(vocabulary)}
     splits = {}
     for split_name, split_tables in tables.items():
         split = splits.setdefault(split_name, SplitPlan())
+        has_answers = split_name in answered
         for path, table in split_tables:
             images, questions, image_ids, question_ids = _columns(
                 table, path, ("image", "questions", "image_id", "question_id"))
-            has_answers = split_name in ("train", "val")
             answers, labels, scores = (_columns(table, path, ("answers", "answer_labels", "answer_scores"))
                                        if has_answers else ([], [], []))
             for row in range(len(table)):
@@ -103,24 +115,60 @@ def read_vqav2_arrows(manual_dir: str, log: BadRecordLog) -> CorpusPlan:
                     if not (question or "").strip():
                         log.report("empty_text", path, record, "empty question")
                         continue
-                    row_labels = [int(l) for l in _nth(labels, row, k)] if has_answers else []
-                    if has_answers and not row_labels:
-                        log.report("answer_not_in_vocab", path, record, "no answer label in the vocabulary")
-                        continue
-                    bad = [l for l in row_labels if not 0 <= l < size]
-                    if bad:
-                        log.report("answer_not_in_vocab", path, record, f"answer labels {bad} outside 0..{size - 1}")
-                        continue
+                    # The files keep only the distinct in-vocabulary answers, with their scores.
+                    row_answers = [str(a) for a in _nth(answers, row, k)]
+                    targets = ([], [])
+                    if has_answers:
+                        targets = _question_targets(row_answers, _nth(labels, row, k), _nth(scores, row, k),
+                                                    vocabulary, answer_to_label, log, path, record)
+                        if targets is None:
+                            continue
                     split.records.append(TextRecord(
                         fields={"text": question.strip(), "question_id": int(question_ids[row][k]),
-                                "image_id": ref.key,
-                                # The arrow files keep only the distinct in-vocabulary answers.
-                                "answers": [str(a) for a in _nth(answers, row, k)],
-                                "answer_labels": row_labels,
-                                "answer_scores": [float(v) for v in _nth(scores, row, k)],
-                                "answer_type": ""},
+                                "image_id": ref.key, "answers": row_answers, "answer_labels": targets[0],
+                                "answer_scores": targets[1], "answer_type": ""},
                         image_keys=(ref.key,), file=path, record=record))
     return CorpusPlan(kind="vqa", splits=splits, log=log, answer_vocabulary=vocabulary)
+
+
+def _question_targets(answers: list[str], labels: list, scores: list, vocabulary: list[str],
+                      answer_to_label: dict[str, int] | None, log: BadRecordLog, path: str, record: str):
+    """(labels, scores) of one question: the file's own, or recomputed over `answer_to_label`;
+    None once the reason it has none is reported."""
+    if answer_to_label is None:
+        labels = [int(l) for l in labels]
+        if not labels:
+            log.report("answer_not_in_vocab", path, record, "no answer label in the vocabulary")
+            return None
+        bad = [l for l in labels if not 0 <= l < len(vocabulary)]
+        if bad:
+            log.report("answer_not_in_vocab", path, record,
+                       f"answer labels {bad} outside 0..{len(vocabulary) - 1}")
+            return None
+        return labels, [float(v) for v in scores]
+    try:
+        labels, scores = vqa_answers.soft_targets_from_scores(answers, scores, answer_to_label)
+    except ValueError as e:
+        log.report("bad_label", path, record, str(e))
+        return None
+    if not labels:
+        log.report("answer_not_in_vocab", path, record, f"none of the answers {sorted(set(answers))} is in "
+                   f"the {len(vocabulary)}-answer vocabulary")
+        return None
+    return labels, scores
+
+
+def _vocabulary_of_labels(tables: dict, answered: list[str]) -> list[str]:
+    """Label id -> answer from the files' (answer, label) pairs (the original's VQAv2DataModule)."""
+    answer_of_label: dict[int, str] = {}
+    for split in answered:
+        for path, table in tables[split]:
+            answers, labels = _columns(table, path, ("answers", "answer_labels"))
+            for row_answers, row_labels in zip(answers, labels):
+                for a, l in zip(_flatten(row_answers), _flatten(row_labels)):
+                    answer_of_label.setdefault(int(l), a)
+    size = max(answer_of_label) + 1 if answer_of_label else 0
+    return [answer_of_label.get(i, f"<unused answer {i}>") for i in range(size)]
 
 
 def read_nlvr2_arrows(manual_dir: str, log: BadRecordLog) -> CorpusPlan:

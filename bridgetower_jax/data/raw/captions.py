@@ -61,17 +61,27 @@ def read_f30k_karpathy(manual_dir: str, log: BadRecordLog) -> CorpusPlan:
                          lambda e: os.path.join("flickr30k-images", e["filename"]), log)
 
 
+def visual_genome_file(manual_dir: str, name: str) -> str:
+    """A VG annotation file, at the top of `manual_dir` or in annotations/ (the original's layout)."""
+    return _first_existing(manual_dir, (name, f"annotations/{name}"))
+
+
+def visual_genome_image(manual_dir: str, image_id: str, origin: str) -> ImageRef:
+    """images/VG_100K/<id>.jpg or images/VG_100K_2/<id>.jpg: the download comes in two parts."""
+    candidates = [os.path.join(manual_dir, "images", d, f"{image_id}.jpg") for d in ("VG_100K", "VG_100K_2")]
+    image_file = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+    return ImageRef(key=image_id, origin=origin, path=image_file)
+
+
 def read_visual_genome(manual_dir: str, log: BadRecordLog) -> CorpusPlan:
     """`region_descriptions.json`; images in images/VG_100K or images/VG_100K_2."""
-    path = _first_existing(manual_dir, ("region_descriptions.json", "annotations/region_descriptions.json"))
+    path = visual_genome_file(manual_dir, "region_descriptions.json")
     split = SplitPlan()
     for n, entry in enumerate(load_json(path)):
         if not require(entry, ("id", "regions"), log, path, f"[{n}]"):
             continue
         image_id = str(entry["id"])
-        candidates = [os.path.join(manual_dir, "images", d, f"{image_id}.jpg") for d in ("VG_100K", "VG_100K_2")]
-        image_file = next((c for c in candidates if os.path.isfile(c)), candidates[0])
-        ref = ImageRef(key=image_id, origin=path, path=image_file)
+        ref = visual_genome_image(manual_dir, image_id, path)
         phrases = [r.get("phrase", "") for r in entry["regions"]]
         add_image_captions(split, ref, phrases, log, path, f"[{n}] (image id {image_id})")
     return CorpusPlan(kind="captions", splits={"train": split}, log=log)
