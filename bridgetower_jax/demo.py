@@ -151,10 +151,8 @@ def run_demo(workdir: Path, images: int, pretrain_steps: int = 0, vqa_steps: int
 
 def main(argv) -> None:
     del argv
-    from bridgetower_jax import xla_flags
     from bridgetower_jax.train import setup_logging
     setup_logging()
-    xla_flags.apply_recommended_xla_flags()
     report = run_demo(Path(flags.FLAGS.workdir), flags.FLAGS.images, flags.FLAGS.pretrain_steps,
                       flags.FLAGS.vqa_steps)
     print("\n== BridgeTower demo report ==")

@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bridgetower_jax import sharding, tasks, train, xla_flags
+from bridgetower_jax import sharding, tasks, train
 from bridgetower_jax.checkpoint import TrainCheckpointer
 from bridgetower_jax.metrics import retrieval as retrieval_metrics
 from bridgetower_jax.metrics import vqa as vqa_metrics
@@ -155,7 +155,6 @@ def main(argv) -> None:
     del argv
     FLAGS = flags.FLAGS
     train.setup_logging()
-    xla_flags.apply_recommended_xla_flags()
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     run(FLAGS.config, FLAGS.workdir, FLAGS.split)
 

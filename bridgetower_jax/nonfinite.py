@@ -1,8 +1,11 @@
 """Non-finite loss or gradients: never applied, never saved; `config.nonfinite` says what else happens.
 
-Inside the jitted step (both policies): a step whose loss, gradient norm or update norm is not
-finite leaves the parameters and the optimizer state unchanged (`jnp.where` on one flag, no host
-sync) and adds one to `TrainState.nonfinite_steps` (checkpointed, so the count survives restarts).
+Inside the jitted step (both policies): a step whose loss or gradient norm is not finite leaves the
+parameters and the optimizer state unchanged (`lax.cond` on one flag, no host sync) and adds one to
+`TrainState.nonfinite_steps` (checkpointed, so the count survives restarts). A finite gradient norm
+means every squared gradient is finite, so AdamW's moments and update are finite too: the update
+needs no check of its own. The cond (rather than a `where` between old and new values) lets the
+update write the donated parameters and moments in place: no second pass over them, no second copy.
 
 On the host, `NonFiniteMonitor` reads each step's flag one step late (while the next step runs,
 so the device never waits for the host):
@@ -35,11 +38,21 @@ class NonFiniteHalt(Exception):
 # ---------------------------------------------------------------------------------------------
 # Inside the jitted step
 # ---------------------------------------------------------------------------------------------
-def keep_finite(old_params, old_opt_state, params, opt_state, loss, grad_norm, updates):
-    """-> (params, opt_state, skipped): the new values where the step is finite, else the old ones."""
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    return keep(params, old_params), keep(opt_state, old_opt_state), (~finite).astype(jnp.int32)
+def update_if_finite(tx: optax.GradientTransformation, grads, opt_state, params, loss, grad_norm):
+    """-> (params, opt_state, skipped): `tx` applied where loss and gradient norm are finite, else the
+    inputs unchanged."""
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def apply(operands):
+        grads, opt_state, params = operands
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def keep(operands):
+        _, opt_state, params = operands
+        return params, opt_state
+    params, opt_state = jax.lax.cond(finite, apply, keep, (grads, opt_state, params))
+    return params, opt_state, (~finite).astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------------------------

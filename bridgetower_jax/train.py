@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
 from bridgetower_jax import faults, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
-from bridgetower_jax import validation, xla_flags
+from bridgetower_jax import validation
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
 
@@ -155,11 +155,9 @@ def make_train_step(exp: Experiment):
             zeros = (zeros[0], zeros[1][1])
             (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum), jnp.arange(accum)))
             grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        grad_norm = optax.global_norm(grads)
-        params, opt_state, skipped = nonfinite.keep_finite(state.params, state.opt_state, params, opt_state,
-                                                           metrics["loss"], grad_norm, updates)
+        grad_norm = optax.tree.norm(grads)
+        params, opt_state, skipped = nonfinite.update_if_finite(tx, grads, state.opt_state, state.params,
+                                                                metrics["loss"], grad_norm)
         nonfinite_steps = state.nonfinite_steps + skipped
         metrics = {**metrics, "grad_norm": grad_norm, "lr": exp.schedule(state.step), "skipped": skipped,
                    "nonfinite_steps": nonfinite_steps}
@@ -413,7 +411,6 @@ def main(argv) -> None:
     del argv
     FLAGS = flags.FLAGS
     setup_logging()
-    xla_flags.apply_recommended_xla_flags()   # before the backend starts
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -3,7 +3,6 @@
 Timings are not checked (the machine is shared); parity of the two sides' first logits is.
 """
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -227,6 +227,26 @@ def test_a_non_finite_state_is_never_saved(tmp_path):
     assert steps_on_disk(tmp_path) == []
 
 
+def test_update_if_finite_applies_finite_steps_and_keeps_the_state_otherwise():
+    import jax
+    import jax.numpy as jnp
+    import optax
+    tx = optax.adamw(0.1, weight_decay=0.01)
+    params = {"w": jnp.arange(4.0).reshape(2, 2), "b": jnp.ones(2)}
+    opt_state = tx.init(params)
+    grads = {"w": jnp.full((2, 2), 0.5), "b": jnp.array([1.0, -1.0])}
+    step = jax.jit(lambda g, s, p, loss: nonfinite.update_if_finite(tx, g, s, p, loss, optax.tree.norm(g)))
+    updates, want_state = tx.update(grads, opt_state, params)
+    new_params, new_state, skipped = step(grads, opt_state, params, jnp.float32(1.0))
+    assert int(skipped) == 0
+    jax.tree.map(np.testing.assert_allclose, (new_params, new_state), (optax.apply_updates(params, updates), want_state))
+    # A finite loss with an infinite gradient entry, and a NaN loss with finite gradients: nothing moves.
+    for bad_grads, loss in (({**grads, "b": jnp.array([jnp.inf, 0.0])}, 1.0), (grads, jnp.nan)):
+        kept_params, kept_state, skipped = step(bad_grads, opt_state, params, jnp.float32(loss))
+        assert int(skipped) == 1
+        jax.tree.map(np.testing.assert_array_equal, (kept_params, kept_state), (params, opt_state))
+
+
 # ---- bad images during training -------------------------------------------------------------
 @pytest.mark.slow
 def test_skipped_bad_images_are_counted_in_the_trainer_metrics(demo_data, run_env, tmp_path):
