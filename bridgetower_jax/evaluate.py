@@ -37,7 +37,7 @@ def evaluate_vqa_predictions(exp: train.Experiment, params, tokenizer, spec: str
     """Argmax answers for every question of `spec`, written as the EvalAI submission file."""
     from bridgetower_jax.data import pipeline, sources
     cfg = exp.cfg
-    vocabulary = sources.answer_vocabulary(cfg.data.data_dir)
+    vocabulary = sources.answer_vocabulary(cfg.data.data_dir, sources.parse_dataset_spec(spec)[0])
     predict = jax.jit(lambda p, b: tasks.predict(cfg, exp.model, p, b))
     it = pipeline.make_eval_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, spec=spec,
                                      process_index=jax.process_index(), process_count=jax.process_count(),

@@ -1,11 +1,14 @@
 """Non-finite loss or gradients: never applied, never saved; `config.nonfinite` says what else happens.
 
 Inside the jitted step (both policies): a step whose loss or gradient norm is not finite leaves the
-parameters and the optimizer state unchanged (`lax.cond` on one flag, no host sync) and adds one to
+parameters and the optimizer state unchanged (`lax.cond` on one flag, inside the step) and adds one to
 `TrainState.nonfinite_steps` (checkpointed, so the count survives restarts). A finite gradient norm
 means every squared gradient is finite, so AdamW's moments and update are finite too: the update
-needs no check of its own. The cond (rather than a `where` between old and new values) lets the
-update write the donated parameters and moments in place: no second pass over them, no second copy.
+needs no check of its own (given `optim.eps` > 0, which validation requires, and a finite state,
+which this guard keeps). The cond (rather than a `where` between old and new values) lets the update
+write the donated parameters and moments in place on CPU: no second pass over them, no second copy.
+(On GPU, XLA reads a conditional's predicate on the host, which may delay launching the update until
+the gradients are done; not yet measured there.)
 
 On the host, `NonFiniteMonitor` reads each step's flag one step late (while the next step runs,
 so the device never waits for the host):

@@ -231,7 +231,15 @@ def load_data_assets(cfg):
         raise ValueError(f"tokenizer pad id {tokenizer.pad_token_id} != config.model.text.pad_token_id "
                          f"{cfg.model.text.pad_token_id}")
     if cfg.task == "vqa":
-        answers = len(sources.answer_vocabulary(cfg.data.data_dir))
+        # The head's size comes from the datasets this run trains and evaluates on, which must agree.
+        from bridgetower_jax.data import pipeline
+        specs = [*(cfg.data.datasets or pipeline.DEFAULT_TRAIN_DATASETS["vqa"]),
+                 *([cfg.eval.spec] if cfg.eval.spec else [])]
+        try:
+            answers = len(sources.shared_answer_vocabulary(
+                cfg.data.data_dir, [sources.parse_dataset_spec(s)[0] for s in specs]))
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"config.data.datasets / config.eval.spec: {e}") from None
         if cfg.heads.num_answers not in (-1, answers):
             raise ValueError(f"heads.num_answers={cfg.heads.num_answers} but the data has {answers} answers")
         with cfg.unlocked():

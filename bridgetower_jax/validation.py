@@ -24,6 +24,10 @@ def _check_loop(cfg) -> None:
             raise ValueError(f"config.{key}={cfg[key]} must be >= 1")
     if cfg.nonfinite not in nonfinite.POLICIES:
         raise ValueError(f"config.nonfinite={cfg.nonfinite!r} must be one of {nonfinite.POLICIES}")
+    if cfg.optim.eps <= 0:
+        # AdamW divides by sqrt(nu) + eps: with eps 0 a parameter whose gradient is exactly zero gets
+        # 0/0, which the non-finite guard (loss and gradient norm) would not see.
+        raise ValueError(f"config.optim.eps={cfg.optim.eps} must be > 0")
 
 
 def _check_image_geometry(cfg) -> None:
@@ -33,9 +37,14 @@ def _check_image_geometry(cfg) -> None:
                          f"config.model.vision.patch_size={vision.patch_size}")
 
 
+# The kind of dataset (its builder's KIND) each task reads.
+TASK_DATA_KIND = {"pretrain": "captions", "retrieval": "captions", "vqa": "vqa", "nlvr2": "nlvr2",
+                  "snli_ve": "snli_ve"}
+
+
 def _check_datasets(cfg) -> None:
-    """Every training and evaluation split must be built in data.data_dir."""
-    from bridgetower_jax.data import pipeline, sources
+    """Every training and evaluation split must be built in data.data_dir, and be of the task's kind."""
+    from bridgetower_jax.data import builders, pipeline, sources
     specs = [("config.data.datasets", s) for s in (cfg.data.datasets or pipeline.DEFAULT_TRAIN_DATASETS[cfg.task])]
     if cfg.eval.spec:
         specs.append(("config.eval.spec", cfg.eval.spec))
@@ -45,3 +54,8 @@ def _check_datasets(cfg) -> None:
         except (FileNotFoundError, ValueError) as e:
             raise type(e)(f"{key} names {spec!r}, which config.data.data_dir={cfg.data.data_dir!r} does not "
                           f"provide: {e}") from None
+        name = sources.parse_dataset_spec(spec)[0]
+        kind, wanted = builders.DATASETS[name].builder.KIND, TASK_DATA_KIND[cfg.task]
+        if kind != wanted:
+            raise ValueError(f"{key} names {spec!r}, a {kind} dataset; task {cfg.task} reads {wanted} datasets "
+                             f"({', '.join(n for n, d in builders.DATASETS.items() if d.builder.KIND == wanted)})")

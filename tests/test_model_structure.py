@@ -51,8 +51,9 @@ def _rand_init(model, seed=0):
     return params, (ids, mask, pixels)
 
 
-def test_scanned_layers_equal_looped_layers():
-    config = preset("tiny").replace(num_hidden_layers=1)    # split 3: three scanned layers per tower
+@pytest.mark.parametrize("cross_layers", [1, 2, 4])   # bridges from the top layer, the top 2, every state
+def test_scanned_layers_equal_looped_layers(cross_layers):
+    config = preset("tiny").replace(num_hidden_layers=cross_layers)   # every tower scans its 3 layers
     looped = BridgeTowerForMaskedLM(config)
     params, _ = _rand_init(looped)
     rng = np.random.RandomState(0)

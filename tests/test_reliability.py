@@ -292,6 +292,9 @@ def test_missing_split_or_dataset_names_the_config_key(demo_data):
         validation.validate_config(tiny(demo_data, **{"data.datasets": ("coco_karpathy:trian",)}))
     with pytest.raises(FileNotFoundError, match=r"config.eval.spec names 'sbu:val'.*bridgetower_jax.data.build sbu"):
         validation.validate_config(tiny(demo_data, **{"eval.spec": "sbu:val"}))
+    with pytest.raises(ValueError, match=r"config.data.datasets names 'vqav2:train', a vqa dataset; task pretrain "
+                                         r"reads captions datasets \(coco_karpathy, "):
+        validation.validate_config(tiny(demo_data, **{"data.datasets": ("coco_karpathy:train", "vqav2:train")}))
 
 
 def test_unknown_policy_and_loop_settings(demo_data):
@@ -299,6 +302,8 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, nonfinite="ignore"))
     with pytest.raises(ValueError, match=r"config.checkpoint_every=0 must be >= 1"):
         validation.validate_config(tiny(demo_data, checkpoint_every=0))
+    with pytest.raises(ValueError, match=r"config.optim.eps=0.0 must be > 0"):
+        validation.validate_config(tiny(demo_data, **{"optim.eps": 0.0}))
 
 
 def test_unknown_override_key_is_named_by_the_command_line(tmp_path):

@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     try:
         summary = build(args.dataset, args.manual_dir, args.data_dir, source=args.source,
                         skip_bad_records=args.skip_bad_records, **options)
-    except (bad_records.BadRecordError, FileNotFoundError) as e:
+    except (bad_records.BadRecordError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(format_summary(summary))
     if args.summary_json:

@@ -48,7 +48,6 @@ image_index).
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import grain
@@ -170,22 +169,10 @@ def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir:
     if task == "pretrain":
         extra.setdefault("mlm_prob", _option(config, "mlm_prob", 0.15))
     if task == "vqa":
-        extra["num_answers"] = len(_shared_answer_vocabulary(data_dir, [p.dataset for p in parts]))
+        extra["num_answers"] = len(sources_lib.shared_answer_vocabulary(data_dir, [p.dataset for p in parts]))
     if task == "retrieval":
         extra["image_offsets"] = list(np.cumsum([0] + [len(p.images) for p in parts[:-1]]))
     return _EXAMPLE_CLASSES[task](**common, **extra)
-
-
-def _shared_answer_vocabulary(data_dir: str, datasets: Sequence[str]) -> list[str]:
-    """The answer vocabulary of VQA datasets trained together, which must label answers alike."""
-    first, *others = dict.fromkeys(datasets)
-    vocabulary = sources_lib.answer_vocabulary(data_dir, first)
-    for other in others:
-        if sources_lib.answer_vocabulary(data_dir, other) != vocabulary:
-            raise ValueError(f"{first} and {other} have different answer vocabularies; rebuild {other} with "
-                             f"{first}'s (remove {os.path.join(data_dir, other)}; the build labels VG-QA in the "
-                             "vocabulary of the vqav2 in the same data_dir, or in --answer_vocab)")
-    return vocabulary
 
 
 def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: int, process_index: int,

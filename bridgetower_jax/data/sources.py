@@ -64,3 +64,15 @@ def open_spec(data_dir: str, spec: str) -> list[SplitSource]:
 def answer_vocabulary(data_dir: str, dataset: str = "vqav2") -> list[str]:
     """VQA label id -> answer string, as written by the builder."""
     return list(_builder(data_dir, dataset, "texts").info.features["answer_labels"].feature.names)
+
+
+def shared_answer_vocabulary(data_dir: str, datasets) -> list[str]:
+    """The answer vocabulary of VQA datasets used together, which must label answers alike."""
+    first, *others = dict.fromkeys(datasets)
+    vocabulary = answer_vocabulary(data_dir, first)
+    for other in others:
+        if answer_vocabulary(data_dir, other) != vocabulary:
+            raise ValueError(f"{first} and {other} have different answer vocabularies; rebuild {other} with "
+                             f"{first}'s (remove {os.path.join(data_dir, other)}; the build labels VG-QA in the "
+                             "vocabulary of the vqav2 in the same data_dir, or in --answer_vocab)")
+    return vocabulary

@@ -1,7 +1,9 @@
 """Move parameters between the looped layout (`layer_{i}`) and the scanned one (stacked `layers_scan`).
 
-With `compute.scan_layers` the uni-modal layers below the bridges live in one stacked tree with a
-leading layer axis; everything else (and every converter) uses one subtree per layer.
+With `compute.scan_layers` every uni-modal layer that runs (all the text layers, and as many vision
+blocks) lives in one stacked tree per tower with a leading layer axis; everything else (and every
+converter) uses one subtree per layer. Vision blocks deeper than the text tower never run and stay
+looped.
 """
 from __future__ import annotations
 
@@ -25,10 +27,10 @@ def _with_core(params: dict, core: dict) -> dict:
 def stack_scanned_layers(config: BridgeTowerConfig, params: dict) -> dict:
     """Looped layout -> the layout `compute.scan_layers=True` expects."""
     core = dict(_core(params))
-    split = config.split_index
+    depth = config.text.num_hidden_layers
     for tower, prefix, stacked in _STACKS:
         sub = dict(core[tower])
-        layers = [sub.pop(f"{prefix}{i}") for i in range(split)]
+        layers = [sub.pop(f"{prefix}{i}") for i in range(depth)]
         if layers:
             sub[stacked] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
         core[tower] = sub

@@ -91,20 +91,17 @@ class TextEncoder(nn.Module):
         kw = dict(config=t, attention_impl=comp.attention_impl, dropout_impl=comp.dropout_impl,
                   deterministic=deterministic,
                   init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
-        split = cfg.split_index
         if comp.scan_layers:
-            x, states = layer_stack(TextLayer, split, x, key_mask, name="layers_scan", scan=True,
-                                    remat=comp.remat, emit_hidden=output_hidden_states, **kw)
+            # One scan over every layer, emitting each output: the bridges read the top ones.
+            x, states = layer_stack(TextLayer, t.num_hidden_layers, x, key_mask, name="layers_scan", scan=True,
+                                    remat=comp.remat, emit_hidden=True, **kw)
             hidden += states
-            first_looped = split
         else:
-            first_looped = 0
-        bridges = [x] if split == first_looped else []
-        for i in range(first_looped, t.num_hidden_layers):
-            x, _ = maybe_remat(TextLayer, comp.remat)(name=f"layer_{i}", **kw)(x, key_mask)
-            hidden.append(x)
-            if i >= split - 1:
-                bridges.append(x)
+            for i in range(t.num_hidden_layers):
+                x, _ = maybe_remat(TextLayer, comp.remat)(name=f"layer_{i}", **kw)(x, key_mask)
+                hidden.append(x)
+        # hidden[i] is the input of layer i: the bridges take the outputs of layers split-1 .. top.
+        bridges = hidden[cfg.split_index:]
         if self.is_initializing():
             # transformers keeps RoBERTa's pooler although BridgeTower never calls it; creating it at
             # init keeps the parameter set complete for a clean export.

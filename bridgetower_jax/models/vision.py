@@ -85,20 +85,18 @@ class VisionEncoder(nn.Module):
         hidden = [x]
         block_kw = dict(config=v, num_blocks=v.num_hidden_layers, attention_impl=comp.attention_impl,
                         **kw)
-        split, depth = cfg.split_index, cfg.text.num_hidden_layers
+        depth = cfg.text.num_hidden_layers
         if comp.scan_layers:
-            x, states = layer_stack(VisionBlock, split, x, None, name="blocks_scan", scan=True,
-                                    remat=comp.remat, emit_hidden=output_hidden_states, **block_kw)
+            # One scan over every block that runs, emitting each output: the bridges read the top ones.
+            x, states = layer_stack(VisionBlock, depth, x, None, name="blocks_scan", scan=True,
+                                    remat=comp.remat, emit_hidden=True, **block_kw)
             hidden += states
-            first_looped = split
         else:
-            first_looped = 0
-        bridges = [ln_post(x)] if split == first_looped else []
-        for i in range(first_looped, depth):
-            x, _ = maybe_remat(VisionBlock, comp.remat)(name=f"block_{i}", **block_kw)(x)
-            hidden.append(x)
-            if i >= split - 1:
-                bridges.append(ln_post(x))
+            for i in range(depth):
+                x, _ = maybe_remat(VisionBlock, comp.remat)(name=f"block_{i}", **block_kw)(x)
+                hidden.append(x)
+        # hidden[i] is the input of block i: the bridges take the outputs of blocks split-1 .. depth-1.
+        bridges = [ln_post(h) for h in hidden[cfg.split_index:]]
         if self.is_initializing():
             # Blocks deeper than the text tower never run, and the per-layer `ln_separate` norms are
             # only used by transformers' standalone vision model; both are part of its state dict.

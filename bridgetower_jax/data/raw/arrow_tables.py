@@ -93,7 +93,8 @@ def read_vqa_arrows(manual_dir: str, dataset: str, log: BadRecordLog,
     answered = [s for s in tables if s not in UNANSWERED_SPLITS]
     if answer_vocabulary is None:
         if dataset != "vqav2":
-            raise ValueError(f"{dataset} labels are in the VQAv2 label space: pass the vqav2 answer vocabulary")
+            raise ValueError(f"{dataset} labels are in the VQAv2 label space: build vqav2 into the same --data_dir "
+                             "first, or pass its answer vocabulary with --answer_vocab FILE")
         vocabulary, answer_to_label = _vocabulary_of_labels(tables, answered), None
     else:
         vocabulary = list(answer_vocabulary)

@@ -15,6 +15,11 @@ Dropped by protocol and counted in the summary: questions whose answers disagree
 question about the same image (merged into one record), and images outside `coco_images_only`.
 A question with no answer in the vocabulary is a bad record ("answer_not_in_vocab"), as for
 VQAv2: skip that reason to drop those (many of VG's questions) as the original does.
+
+Where this differs from write_vgqa.py (none of it changes labels or scores): questions are grouped
+by their whitespace-stripped text (the original: the raw string); an empty question is a bad record
+("empty_text"; the original keeps it); `answers` holds the pairs' raw answers (the original's .arrow
+files, and so the .arrow source here, hold the one normalised in-vocabulary answer).
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ def read_vgqa(manual_dir: str, log: BadRecordLog, answer_vocabulary: list[str],
               heldout_images: int = HELDOUT_IMAGES) -> CorpusPlan:
     """`question_answers.json`, `image_data.json` (top level or annotations/), images/VG_100K{,_2}/,
     and COCO Karpathy's `dataset_coco.json` (`karpathy_json`, default in `manual_dir`)."""
+    if karpathy_json is None and not os.path.isfile(os.path.join(manual_dir, "dataset_coco.json")):
+        raise FileNotFoundError(f"{manual_dir} has no dataset_coco.json (COCO Karpathy splits, which keep COCO "
+                                "val/test images out of VG-QA train): put it there or pass --karpathy_json FILE")
     split_of_image = image_splits(manual_dir, log, karpathy_json or os.path.join(manual_dir, "dataset_coco.json"),
                                   coco_images_only, heldout_images)
     answer_to_label = {a: i for i, a in enumerate(answer_vocabulary)}

@@ -1,0 +1,134 @@
+"""Time the trainer's own pre-training step (random weights) and, with --trace, say where its time goes.
+
+    python -m bench.profile_step --preset base --scan_layers --batch 2 --reps 3
+    python -m bench.profile_step --preset tiny --trace /tmp/prof --top 30
+
+The step is `train.make_train_step` on `configs/pretrain.py` (MLM + ITM, AdamW, the non-finite
+guard), on one device, with the inputs of `bench.vs_pytorch`. It prints the first call (compile +
+one step), the timed steps and the process's peak RSS. With --trace it also records one step with
+`jax.profiler`, dumps the optimised HLO (XLA_FLAGS, set before JAX starts), and prints the ops that
+took longest, summed over the step and labelled with their HLO `op_name` (layer numbers folded), so
+that "which fusion is slow" reads as "which part of the model, forward or backward".
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="tiny", choices=("tiny", "base"))
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--text_len", type=int, default=40)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--scan_layers", action="store_true")
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
+    p.add_argument("--trace", help="directory for the profiler trace and the HLO dump")
+    p.add_argument("--top", type=int, default=25, help="rows of the per-op table")
+    return p.parse_args(argv)
+
+
+def peak_rss_gb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def op_names(hlo_path: str) -> dict[str, str]:
+    """HLO instruction name -> its op_name metadata (where in the JAX program it came from)."""
+    names = {}
+    pattern = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"")
+    with open(hlo_path) as f:
+        for line in f:
+            m = pattern.match(line)
+            if m:
+                names.setdefault(m.group(1), m.group(2))
+    return names
+
+
+def top_ops(trace_dir: str, hlo_dir: str, top: int) -> list[tuple[float, int, str, str]]:
+    """(ms, calls, op kind, op_name with layer numbers folded), longest first."""
+    trace = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))[-1]
+    hlo = sorted(glob.glob(os.path.join(hlo_dir, "*train_step*cpu_after_optimizations.txt"))
+                 or glob.glob(os.path.join(hlo_dir, "*train_step*after_optimizations.txt")))[-1]
+    names = op_names(hlo)
+    total, calls = collections.defaultdict(float), collections.Counter()
+    with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    for e in events:
+        if e.get("ph") != "X" or e.get("name") not in names:
+            continue
+        where = re.sub(r"_\d+\b", "_N", names[e["name"]].replace("jit(train_step)/", ""))
+        key = (re.sub(r"\.\d+$", "", e["name"]), where)
+        total[key] += e["dur"] / 1e3
+        calls[key] += 1
+    rows = sorted(((ms, calls[k], *k) for k, ms in total.items()), reverse=True)
+    return rows[:top]
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    hlo_dir = os.path.join(a.trace, "hlo") if a.trace else None
+    if hlo_dir:
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={hlo_dir}",
+                                            "--xla_dump_hlo_module_re=.*train_step.*"]).strip()
+    import jax
+    from flax import linen as nn
+    from bench.vs_pytorch import make_inputs, model_config
+    from bridgetower_jax import sharding, train
+    from configs import pretrain
+
+    cfg = model_config(a.preset, dict(dtype="float32", attention_impl="xla", scan_layers=a.scan_layers,
+                                      remat=a.remat, dropout_impl=a.dropout_impl))
+    exp_cfg = pretrain.get_config("base")
+    with exp_cfg.unlocked():
+        exp_cfg.model = type(exp_cfg.model)(cfg.to_dict())
+        exp_cfg.batch_size, exp_cfg.mesh.data, exp_cfg.mesh.num_devices = a.batch, 1, 1
+        exp_cfg.data.max_text_len = a.text_len
+        exp_cfg.objectives.itc = 0.0
+    exp = train.build_experiment(exp_cfg)
+    with exp.context():
+        state = jax.jit(lambda r: nn.meta.unbox(exp.init_fn(r)), out_shardings=exp.state_sharding)(
+            jax.random.PRNGKey(0))
+    batch = sharding.global_batch(make_inputs(cfg, a.batch, a.text_len, 0), exp.mesh)
+    step = train.make_train_step(exp)
+
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    print(f"{a.preset} batch {a.batch}, scan_layers {a.scan_layers}, remat {a.remat}: first call (compile + "
+          f"step) {time.perf_counter() - start:.1f} s", flush=True)
+    times = []
+    for _ in range(a.reps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; "
+          f"peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    if not a.trace:
+        return
+    jax.profiler.start_trace(a.trace)
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    jax.profiler.stop_trace()
+    rows = top_ops(a.trace, hlo_dir, a.top)
+    print(f"\nlongest ops of one traced step (summed over calls; threads may overlap):\n{'ms':>9} {'calls':>5}  "
+          f"{'op kind':24} where (HLO op_name)")
+    for ms, n, kind, where in rows:
+        print(f"{ms:9.1f} {n:5d}  {kind[:24]:24} {where[-110:]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
