@@ -287,11 +287,11 @@ class Pooler(nn.Module):
 
 
 def layer_stack(block: type[nn.Module], count: int, x: jax.Array, mask: jax.Array | None, *, name: str,
-                scan: bool, remat: bool, emit_hidden: bool, **block_kwargs) -> tuple[jax.Array, list[jax.Array]]:
+                remat: bool, **block_kwargs) -> tuple[jax.Array, list[jax.Array]]:
     """Run `count` identical layers as one `nn.scan` (parameters stacked on a leading "layers" axis).
 
-    The block's call signature is `(x, mask) -> (x, x or None)`; `mask` is broadcast to every layer.
-    Returns the final x and, if `emit_hidden`, the output of every layer.
+    The block's call signature is `(x, mask) -> (x, x or None)`, asked for the second x with
+    `emit_hidden`; `mask` is broadcast to every layer. Returns the final x and every layer's output.
     """
     if count == 0:
         return x, []
@@ -299,8 +299,8 @@ def layer_stack(block: type[nn.Module], count: int, x: jax.Array, mask: jax.Arra
     scanned = nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=nn.broadcast, length=count,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-    x, ys = scanned(emit_hidden=emit_hidden, name=name, **block_kwargs)(x, mask)
-    return x, ([ys[i] for i in range(count)] if emit_hidden else [])
+    x, ys = scanned(emit_hidden=True, name=name, **block_kwargs)(x, mask)
+    return x, [ys[i] for i in range(count)]
 
 
 def maybe_remat(block: type[nn.Module], remat: bool) -> type[nn.Module]:

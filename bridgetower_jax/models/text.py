@@ -93,8 +93,8 @@ class TextEncoder(nn.Module):
                   init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
         if comp.scan_layers:
             # One scan over every layer, emitting each output: the bridges read the top ones.
-            x, states = layer_stack(TextLayer, t.num_hidden_layers, x, key_mask, name="layers_scan", scan=True,
-                                    remat=comp.remat, emit_hidden=True, **kw)
+            x, states = layer_stack(TextLayer, t.num_hidden_layers, x, key_mask, name="layers_scan",
+                                    remat=comp.remat, **kw)
             hidden += states
         else:
             for i in range(t.num_hidden_layers):

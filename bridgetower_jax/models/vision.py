@@ -88,8 +88,8 @@ class VisionEncoder(nn.Module):
         depth = cfg.text.num_hidden_layers
         if comp.scan_layers:
             # One scan over every block that runs, emitting each output: the bridges read the top ones.
-            x, states = layer_stack(VisionBlock, depth, x, None, name="blocks_scan", scan=True,
-                                    remat=comp.remat, emit_hidden=True, **block_kw)
+            x, states = layer_stack(VisionBlock, depth, x, None, name="blocks_scan", remat=comp.remat,
+                                    **block_kw)
             hidden += states
         else:
             for i in range(depth):
