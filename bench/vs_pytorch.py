@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bridgetower_jax.data.text import mlm_prediction_slots
+
 PRESET_NAMES = ("tiny", "base")
 MASK_ID, CLS_ID, EOS_ID = 4, 0, 2
 
@@ -62,7 +64,8 @@ def model_config(preset: str, compute: dict):
 
 def make_inputs(cfg, batch: int, text_len: int, seed: int) -> dict:
     """Full-length text (CLS ... EOS, no padding), CLIP-normalised-like pixels (NHWC), 15 % MLM masking
-    (at least one token per row), ITM: the first half of the batch matched, the rest with a rolled image."""
+    (at least one token per row), ITM pairs as the pipeline makes them: even rows matched, odd row 2k+1
+    mismatched with the image of row 2k (`itm_negative_pixel_values[k]`)."""
     rng = np.random.default_rng(seed)
     size = cfg.vision.image_size
     ids = rng.integers(5, cfg.text.vocab_size, (batch, text_len)).astype(np.int32)
@@ -74,11 +77,19 @@ def make_inputs(cfg, batch: int, text_len: int, seed: int) -> dict:
     picked[np.arange(batch), rng.integers(1, text_len - 1, batch)] = True
     mlm_ids = np.where(picked, MASK_ID, ids).astype(np.int32)
     mlm_labels = np.where(picked, ids, -100).astype(np.int32)
-    matched = np.arange(batch) < (batch + 1) // 2
-    itm_pixels = np.where(matched[:, None, None, None], pixels, np.roll(pixels, 1, axis=0))
+    # As the pipeline's masking: never more predictions per row than the train step decodes.
+    assert picked.sum(1).max() <= mlm_prediction_slots(text_len, 0.15), "reseed: a row masks too many tokens"
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, mlm_input_ids=mlm_ids,
-                mlm_labels=mlm_labels, itm_pixel_values=itm_pixels, itm_labels=matched.astype(np.int32),
+                mlm_labels=mlm_labels, itm_negative_pixel_values=pixels[0:batch - 1:2],
                 example_mask=np.ones(batch, np.int32))
+
+
+def itm_pairs(batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(ITM image per row, ITM label per row) of a pipeline batch, for a model that takes them whole."""
+    pixels, negatives = batch["pixel_values"], batch["itm_negative_pixel_values"]
+    images = pixels.copy()
+    images[1::2] = negatives
+    return images, (1 - np.arange(len(pixels)) % 2).astype(np.int32)
 
 
 def peak_rss_bytes() -> int:
@@ -166,7 +177,7 @@ class JaxWorker:
             from bridgetower_jax import sharding
             host = dict(np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz")))
             if self.cfg.compute.dtype != "float32":
-                for k in ("pixel_values", "itm_pixel_values"):
+                for k in ("pixel_values", "itm_negative_pixel_values"):
                     host[k] = host[k].astype(self.cfg.compute.dtype)
             self.batches[phase] = sharding.global_batch(host, self.exp.mesh)
         return self.batches[phase]
@@ -306,9 +317,10 @@ class TorchWorker:
 
     def _batch(self, phase: str):
         if phase not in self.batches:
-            host = np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz"))
+            host = dict(np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz")))
+            host["itm_pixel_values"], host["itm_labels"] = itm_pairs(host)
             t = {k: self.torch.from_numpy(np.ascontiguousarray(
-                host[k].transpose(0, 3, 1, 2) if host[k].ndim == 4 else host[k])) for k in host.files}
+                v.transpose(0, 3, 1, 2) if v.ndim == 4 else v)) for k, v in host.items()}
             t = {k: (v.long() if v.dtype == self.torch.int32 else v).to(self.device) for k, v in t.items()}
             self.batches[phase] = t
         return self.batches[phase]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 
+from bridgetower_jax.data.text import mlm_prediction_slots
 from bridgetower_jax.models.config import BridgeTowerConfig
 
 # bf16 dense peak per chip (vendor figures). CPU has no meaningful entry: set peak_flops_per_device.
@@ -54,11 +55,14 @@ def mlm_head_flops(c: BridgeTowerConfig, text_len: int) -> float:
     return 2 * text_len * (c.hidden_size * c.hidden_size + c.hidden_size * c.padded_vocab_size)
 
 
-def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc: bool = False) -> float:
-    """Forward + backward FLOPs for one training example of `task`."""
+def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc: bool = False,
+                            mlm_prob: float = 0.15) -> float:
+    """Forward + backward FLOPs for one training example of `task`, as the step computes it: in
+    pre-training an MLM pass and an ITM pass that share the vision tower's pass over the true images
+    (negatives are half the rows), and an MLM head over the predicted slots only."""
     pair = forward_flops(c, text_len)
     if task == "pretrain":
-        fwd = 2 * pair + mlm_head_flops(c, text_len)            # an MLM pass and an ITM pass
+        fwd = 2 * pair - vision_tower_flops(c) / 2 + mlm_head_flops(c, mlm_prediction_slots(text_len, mlm_prob))
         if itc:
             fwd += text_tower_flops(c, text_len) + vision_tower_flops(c)
     elif task == "retrieval":

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bridgetower_jax import objectives as obj
+from bridgetower_jax.data.text import mlm_prediction_slots
 from bridgetower_jax.metrics import classification, vqa as vqa_metrics
 from bridgetower_jax.models import (BridgeTowerConfig, BridgeTowerForNLVR2, BridgeTowerForPreTraining,
                                     BridgeTowerForSNLIVE, BridgeTowerForVQA)
@@ -55,11 +56,10 @@ def init_inputs(cfg, batch_size: int = 1) -> tuple:
     return ids, jnp.ones_like(ids), jnp.zeros(pixels, jnp.float32)
 
 
-def _apply(model, params, *args, rng=None, method=None):
+def _apply(model, params, *args, rng=None, method=None, **kwargs):
     """Training-mode apply (dropout on when an rng is given)."""
-    kwargs = {"deterministic": rng is None}
     rngs = {"dropout": rng} if rng is not None else {}
-    return model.apply({"params": params}, *args, rngs=rngs, method=method, **kwargs)
+    return model.apply({"params": params}, *args, rngs=rngs, method=method, deterministic=rng is None, **kwargs)
 
 
 def loss_and_metrics(cfg, model: nn.Module, params, batch: dict, rng):
@@ -80,22 +80,25 @@ def loss_and_metrics(cfg, model: nn.Module, params, batch: dict, rng):
 
 
 def _pretrain(cfg, model, params, batch, rngs):
-    """MLM on masked text with the true image + ITM on (text, image-or-negative); optional ITC.
-    The total is the weighted sum (the original uses weight 1 for every enabled loss)."""
+    """MLM on masked text with the true image + ITM on pairs (row 2k matched, 2k+1 with a negative image);
+    optional ITC. The total is the weighted sum (the original uses weight 1 for every enabled loss)."""
     w = cfg.objectives
     ids, mask = batch["input_ids"], batch["attention_mask"]
     metrics, total = {}, 0.0
+    if w.mlm > 0 or w.itm > 0:
+        features, logits = _apply(model, params, batch["mlm_input_ids"], ids, mask, batch["pixel_values"],
+                                  batch["itm_negative_pixel_values"], rng=rngs[0], mlm=w.mlm > 0, itm=w.itm > 0,
+                                  method=BridgeTowerForPreTraining.pretraining_forwards)
     if w.mlm > 0:
-        logits = _apply(model, params, batch["mlm_input_ids"], mask, batch["pixel_values"], rng=rngs[0],
-                        method=BridgeTowerForPreTraining.mlm)
-        metrics["mlm_loss"] = obj.masked_lm_loss(logits, batch["mlm_labels"])
-        metrics["mlm_accuracy"] = obj.masked_lm_accuracy(logits, batch["mlm_labels"])
+        slots = mlm_prediction_slots(features.shape[1], cfg.data.mlm_prob)
+        metrics["mlm_loss"], metrics["mlm_accuracy"] = obj.masked_lm_loss_and_accuracy(
+            lambda f: model.apply({"params": params}, f, method=BridgeTowerForPreTraining.mlm_head),
+            features, batch["mlm_labels"], slots)
         total = total + w.mlm * metrics["mlm_loss"]
     if w.itm > 0:
-        logits = _apply(model, params, ids, mask, batch["itm_pixel_values"], rng=rngs[1],
-                        method=BridgeTowerForPreTraining.itm)
-        metrics["itm_loss"] = obj.cross_entropy(logits, batch["itm_labels"])
-        metrics["itm_accuracy"] = classification.accuracy(logits, batch["itm_labels"])
+        labels = obj.alternating_itm_labels(ids.shape[0])
+        metrics["itm_loss"] = obj.cross_entropy(logits, labels)
+        metrics["itm_accuracy"] = classification.accuracy(logits, labels)
         total = total + w.itm * metrics["itm_loss"]
     if w.itc > 0:
         text, image, scale = _contrastive_embeds(model, params, ids, mask, batch["pixel_values"], rngs[2])

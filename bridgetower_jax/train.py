@@ -73,15 +73,17 @@ class _Context:
 
 
 def validate_batch(cfg, mesh) -> None:
-    """The global batch must split evenly over processes, batch shards and accumulation steps."""
+    """The global batch must split evenly over processes, batch shards and accumulation steps, in
+    examples, or in pre-training in ITM pairs (a matched and a mismatched row)."""
     accum, shards, procs = cfg.optim.grad_accum_steps, sharding.batch_shards(mesh), jax.process_count()
+    unit, what = (2, "2 (one ITM pair) x ") if cfg.task == "pretrain" else (1, "")
     if accum < 1:
         raise ValueError(f"optim.grad_accum_steps={accum} must be >= 1")
-    if cfg.batch_size % procs:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {procs} processes")
-    if cfg.batch_size % (accum * shards):
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by optim.grad_accum_steps ({accum}) x "
-                         f"mesh.data*mesh.fsdp ({shards}) = {accum * shards}")
+    if cfg.batch_size % (unit * procs):
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {what}the {procs} processes")
+    if cfg.batch_size % (unit * accum * shards):
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {what}optim.grad_accum_steps ({accum}) x "
+                         f"mesh.data*mesh.fsdp ({shards}) = {unit * accum * shards}")
     if cfg.total_steps < 1:
         raise ValueError(f"total_steps={cfg.total_steps} must be >= 1")
 
@@ -126,10 +128,15 @@ def state_target(exp: Experiment):
 # ---------------------------------------------------------------------------------------------
 # Train step
 # ---------------------------------------------------------------------------------------------
-def _split_microbatches(batch: dict, accum: int) -> dict:
-    """[B, ...] -> [accum, B / accum, ...] with microbatch k = examples k, k + accum, ... so that every
-    device keeps its own examples (the batch axis stays sharded)."""
-    return jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+def _split_microbatches(batch: dict, accum: int, units: int) -> dict:
+    """[B, ...] -> [accum, B / accum, ...] with microbatch k = units k, k + accum, ... so that every
+    device keeps its own examples (the batch axis stays sharded). A unit is one example, or in
+    pre-training one ITM pair: two rows of the [B] arrays and one row of the [B/2] negatives."""
+    def split(x):
+        per_unit = x.shape[0] // units
+        x = x.reshape(units // accum, accum, per_unit, *x.shape[1:]).swapaxes(0, 1)
+        return x.reshape(accum, x.shape[1] * per_unit, *x.shape[3:])
+    return jax.tree.map(split, batch)
 
 
 def make_train_step(exp: Experiment):
@@ -153,7 +160,8 @@ def make_train_step(exp: Experiment):
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(state.params, _first_micro(batch, accum),
                                                                                 rng)[::-1]))
             zeros = (zeros[0], zeros[1][1])
-            (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum), jnp.arange(accum)))
+            (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum, _batch_units(cfg.task, batch)),
+                                                            jnp.arange(accum)))
             grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
         grad_norm = optax.tree.norm(grads)
         params, opt_state, skipped = nonfinite.update_if_finite(tx, grads, state.opt_state, state.params,
@@ -179,6 +187,11 @@ def make_train_step(exp: Experiment):
 
 def _first_micro(batch: dict, accum: int) -> dict:
     return jax.tree.map(lambda x: x[: x.shape[0] // accum], batch)
+
+
+def _batch_units(task: str, batch: dict) -> int:
+    rows = batch["input_ids"].shape[0]
+    return rows // 2 if task == "pretrain" else rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +291,8 @@ class Progress:
     def __init__(self, cfg, model_config, start_step: int):
         self.cfg, self.last_time, self.last_step, self.start = cfg, time.time(), start_step, time.time()
         self.flops = flops_lib.train_flops_per_example(model_config, cfg.task, cfg.data.max_text_len,
-                                                       itc=cfg.task == "pretrain" and cfg.objectives.itc > 0)
+                                                       itc=cfg.task == "pretrain" and cfg.objectives.itc > 0,
+                                                       mlm_prob=cfg.data.mlm_prob)
         peak = flops_lib.peak_flops_per_device(cfg.peak_flops_per_device)
         self.peak = peak * jax.device_count() if peak else None
 

@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 
 from bridgetower_jax.data import build, demo, pipeline, sources
-from bridgetower_jax.data.text import IGNORE_LABEL, mask_tokens
+from bridgetower_jax.data.text import IGNORE_LABEL, mask_tokens, mlm_prediction_slots
 from bridgetower_jax.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 SIZE, T, B = 32, 16, 4
@@ -38,7 +38,7 @@ TASK_DATASETS = {
 }
 EXPECTED = {
     "pretrain": {"mlm_input_ids": ((B, T), np.int32), "mlm_labels": ((B, T), np.int32),
-                 "itm_pixel_values": ((B, SIZE, SIZE, 3), np.float32), "itm_labels": ((B,), np.int32)},
+                 "itm_negative_pixel_values": ((B // 2, SIZE, SIZE, 3), np.float32)},
     "vqa": {"vqa_targets": ((B, None), np.float32), "question_id": ((B,), np.int64)},
     "nlvr2": {"labels": ((B,), np.int32)},
     "snli_ve": {"labels": ((B,), np.int32)},
@@ -69,6 +69,25 @@ def test_batch_shapes_and_dtypes(corpus, task):
     if task == "vqa":
         assert batch["vqa_targets"].shape[1] == len(sources.answer_vocabulary(corpus.data_dir))
         assert np.all(batch["vqa_targets"].max(1) > 0)
+
+
+def test_mlm_masking_caps_predictions_per_row():
+    """At most mlm_prediction_slots labels per row (what the train step decodes); a row under the cap
+    is masked exactly as without one (same random draws)."""
+    assert mlm_prediction_slots(40, 0.15) == 18 and mlm_prediction_slots(40, 1.0) == 38
+    # Rows of 38 maskable tokens exceed 18 at 15 % less than once in a million.
+    assert (np.random.default_rng(0).random((200_000, 38)) < 0.15).sum(-1).max() <= 18
+    ids = np.arange(5, 45, dtype=np.int32)
+    special = np.zeros_like(ids)
+    special[[0, -1]] = 1
+    kw = dict(mask_token_id=4, vocab_size=300)
+    for seed in range(20):
+        capped = mask_tokens(ids, special, np.random.default_rng(seed), mlm_prob=0.9, max_predictions=18, **kw)
+        assert (capped[1] != IGNORE_LABEL).sum() == 18 and not (capped[1][[0, -1]] != IGNORE_LABEL).any()
+        assert np.array_equal(capped[1][capped[1] != IGNORE_LABEL], ids[capped[1] != IGNORE_LABEL])
+        free, loose = (mask_tokens(ids, special, np.random.default_rng(seed), mlm_prob=0.15, max_predictions=m, **kw)
+                       for m in (None, 18))
+        assert all(np.array_equal(a, b) for a, b in zip(free, loose))
 
 
 def test_mlm_masking_rates_over_many_samples():
@@ -105,15 +124,15 @@ def test_pipeline_mlm_respects_special_tokens(corpus):
     assert np.array_equal(mlm_ids[~predicted], ids[~predicted])
 
 
-def test_itm_negatives_are_real_mismatches_and_half_the_batch(corpus):
+def test_itm_pairs_a_matched_row_with_a_real_mismatch(corpus):
+    """Row 2k keeps its own image, row 2k+1 gets negative k: an image of the split other than its own."""
     it = train_iterator(corpus, "pretrain")
     for _ in range(8):
         batch = next(it)
-        labels = batch["itm_labels"]
-        assert labels.sum() == B // 2
-        for i in range(B):
-            same = np.array_equal(batch["itm_pixel_values"][i], batch["pixel_values"][i])
-            assert same == bool(labels[i])
+        negatives = batch["itm_negative_pixel_values"]
+        assert len(negatives) == B // 2
+        for k in range(B // 2):
+            assert not np.array_equal(negatives[k], batch["pixel_values"][2 * k + 1])
 
 
 def _same_batches(a, b):
@@ -134,7 +153,7 @@ def test_state_restore_gives_identical_next_batches(corpus, num_workers):
     restored.set_state(state)
     got = [next(restored) for _ in range(3)]
     assert _same_batches(expected, got)
-    assert all(b["itm_labels"].sum() == B // 2 for b in got)
+    assert all(len(b["itm_negative_pixel_values"]) == B // 2 for b in got)   # (ItmPairRows checks the rows)
     for iterator in (it, restored):
         if num_workers:
             iterator.close()

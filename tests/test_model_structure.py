@@ -111,6 +111,38 @@ def test_task_heads_shapes():
     assert out.contrastive.logits.shape == (2, 3, 16)
 
 
+def test_pretraining_forwards_share_the_vision_pass_exactly():
+    """One vision pass over the true images (+ one over the negatives) gives the MLM features, the ITM
+    logits and their gradients of two independent forwards, MLM on (masked text, own image) and ITM on
+    (text, own image | negative image)."""
+    model = BridgeTowerForPreTraining(preset("tiny"))
+    params, _ = _rand_init(model)
+    rng = np.random.RandomState(1)
+    ids = jnp.asarray(rng.randint(5, 99, (4, 6)))
+    mlm_ids = ids.at[:, 2].set(3)
+    mask = jnp.asarray([[1] * 6, [1] * 4 + [0] * 2, [1] * 6, [1] * 5 + [0]])
+    pixels = jnp.asarray(rng.randn(4, 32, 32, 3), jnp.float32)
+    negatives = jnp.asarray(rng.randn(2, 32, 32, 3), jnp.float32)
+    itm_pixels = pixels.at[1::2].set(negatives)
+
+    def shared(p):
+        return model.apply({"params": p}, mlm_ids, ids, mask, pixels, negatives,
+                           method=BridgeTowerForPreTraining.pretraining_forwards)
+
+    def separate(p):
+        mlm = model.apply({"params": p}, mlm_ids, mask, pixels,
+                          method=lambda m, *a: m.bridgetower(*a).text_features)
+        return mlm, model.apply({"params": p}, ids, mask, itm_pixels, method=BridgeTowerForPreTraining.itm)
+
+    for got, want in zip(shared(params), separate(params)):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+
+    def scalar(forwards):
+        return lambda p: sum(jnp.sum(jnp.sin(x)) for x in forwards(p))
+    grads = jax.grad(scalar(shared))(params), jax.grad(scalar(separate))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4), *grads)
+
+
 def test_dropout_is_active_only_when_not_deterministic():
     config = preset("tiny")
     model = BridgeTowerModel(config)

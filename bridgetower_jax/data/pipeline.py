@@ -36,8 +36,9 @@ optional worker processes.
 Batch keys (numpy, host-local): every task has input_ids, attention_mask int32 [B, T],
 pixel_values float32 [B, H, W, 3] (NLVR2: [B, 2, H, W, 3]) CLIP-normalised, and example_mask
 int32 [B] (0 marks the padding examples that make evaluation batches full; always 1 in training).
-pretrain: mlm_input_ids, mlm_labels (-100 = not predicted) int32 [B, T], itm_pixel_values
-float32 [B, H, W, 3], itm_labels int32 [B] (exactly half 1 per batch). vqa: vqa_targets float32
+pretrain: mlm_input_ids, mlm_labels (-100 = not predicted) int32 [B, T], and ITM pairs: row 2k is
+matched with its own image, row 2k+1 mismatched with itm_negative_pixel_values[k] float32
+[B/2, H, W, 3] (B even; the ITM labels are implied by the row). vqa: vqa_targets float32
 [B, num_answers], question_id int64 [B]. nlvr2, snli_ve: labels int32 [B] (SNLI-VE 0
 contradiction, 1 neutral, 2 entailment). retrieval: image_index int32 [B]. Training with
 skip_bad_records adds bad_images int32 [B] (images substituted per example; the trainer pops and
@@ -142,10 +143,12 @@ def _examples(dataset: grain.MapDataset, example: grain.transforms.RandomMap, se
     return dataset.map_with_index(task_examples.AttachPosition()).seed(seed).random_map(example)
 
 
-def _batched(dataset: grain.MapDataset, config, batch_size: int):
+def _batched(dataset: grain.MapDataset, config, batch_size: int, task: str | None = None):
     read = grain.ReadOptions(num_threads=_option(config, "read_threads", 4),
                              prefetch_buffer_size=2 * batch_size)
     iter_dataset = dataset.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
+    if task == "pretrain":
+        iter_dataset = iter_dataset.map(task_examples.ItmPairRows())   # in the workers, when there are any
     num_workers = _option(config, "num_workers", 0)
     if num_workers:
         # Grain's worker processes read an absl flag; outside absl.app.run nothing parsed them.
@@ -157,8 +160,8 @@ def _batched(dataset: grain.MapDataset, config, batch_size: int):
 
 
 def _finish(dataset: grain.MapDataset, example: grain.transforms.RandomMap, config, seed: int,
-            batch_size: int):
-    return _batched(_examples(dataset, example, seed), config, batch_size)
+            batch_size: int, task: str | None = None):
+    return _batched(_examples(dataset, example, seed), config, batch_size, task)
 
 
 def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir: str, **extra):
@@ -168,6 +171,7 @@ def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir:
                   skip_bad_records=bool(_option(config, "skip_bad_records", False)))
     if task == "pretrain":
         extra.setdefault("mlm_prob", _option(config, "mlm_prob", 0.15))
+        extra["workers"] = _option(config, "num_workers", 0)
     if task == "vqa":
         extra["num_answers"] = len(sources_lib.shared_answer_vocabulary(data_dir, [p.dataset for p in parts]))
     if task == "retrieval":
@@ -199,11 +203,9 @@ def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: in
         dataset = _shuffled_texts(parts, 0, seed, num_epochs)
     extra = {}
     if task == "pretrain":
-        # ITM labels alternate along the global stream, so every global batch is half matched for
-        # any process count. A worker builds whole batches from every num_workers-th local element,
-        # so with workers the alternation steps over num_workers * process_count positions instead.
-        workers = _option(config, "num_workers", 0)
-        extra["itm_stride"] = workers * process_count if workers > 1 else 1
+        # Without workers the ITM labels alternate along the global stream (the same pairs for any
+        # process count); with workers, along each worker's batches.
+        extra.update(global_batch=batch_size * process_count, local_batch=batch_size)
     example = _example(task, parts, tokenizer, config,
                        _option(config, "train_transform", DEFAULT_TRAIN_TRANSFORM[task]), data_dir, **extra)
     if example.skip_bad_records:
@@ -212,7 +214,7 @@ def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: in
     # (its MLM mask, ITM pairing, augmentation) and its row in the global batch are the same whatever
     # the number of processes, so a run on N hosts sees exactly the global batches of a run on one.
     examples = _ProcessRows(_examples(dataset, example, seed), process_index, process_count, batch_size)
-    return _batched(examples, config, batch_size)
+    return _batched(examples, config, batch_size, task)
 
 
 def _padded_eval_stream(part_sizes: Sequence[int], process_index: int, process_count: int,
@@ -230,7 +232,7 @@ def make_eval_iterator(task: str, config, data_dir: str, tokenizer, *, spec: str
     dataset = _padded_eval_stream([len(p.texts) for p in parts], process_index, process_count, batch_size)
     transform = _option(config, "eval_transform", DEFAULT_EVAL_TRANSFORM[task])
     example = _example(task, parts, tokenizer, config, transform, data_dir)
-    return _finish(dataset, example, config, 0, batch_size)
+    return _finish(dataset, example, config, 0, batch_size, task)
 
 
 def make_retrieval_eval_iterators(config, data_dir: str, tokenizer, *, spec: str, process_index: int,

@@ -18,7 +18,7 @@ from absl import logging
 from bridgetower_jax import faults
 from bridgetower_jax.data.bad_records import BadRecordError
 from bridgetower_jax.data.sources import SplitSource
-from bridgetower_jax.data.text import encode_fixed_length, mask_tokens
+from bridgetower_jax.data.text import encode_fixed_length, mask_tokens, mlm_prediction_slots
 from bridgetower_jax.data.transforms import ImageTransform
 
 _MAX_SUBSTITUTIONS = 16
@@ -91,7 +91,20 @@ class CountSubstitutions(grain.transforms.RandomMap):
 class PretrainExample(_ExampleBase):
     """MLM on the true pair; ITM with a different image of the same split where the label is 0."""
     mlm_prob: float = 0.15
-    itm_stride: int = 1   # positions per ITM label flip (see make_train_iterator)
+    # The ITM label follows the element's row in the batch that a worker builds, so that rows alternate
+    # matched / mismatched in every batch (`ItmPairRows`). Training positions count the global stream
+    # (global batches of `global_batch` rows, `local_batch` of them this process's); evaluation
+    # positions are already this process's (global_batch 0). A worker builds its batches from every
+    # `workers`-th local element.
+    global_batch: int = 0
+    local_batch: int = 0
+    workers: int = 1
+
+    def itm_label(self, position: int) -> int:
+        local = position
+        if self.global_batch:
+            local = position // self.global_batch * self.local_batch + position % self.local_batch
+        return 1 - (local // max(self.workers, 1)) % 2
 
     def random_map(self, element, rng: np.random.Generator) -> dict:
         position, (part, record, valid) = element
@@ -99,10 +112,11 @@ class PretrainExample(_ExampleBase):
         input_ids, attention_mask, special = self.encode(rec)
         mlm_ids, mlm_labels = mask_tokens(input_ids, special, rng, mlm_prob=self.mlm_prob,
                                           mask_token_id=self.tokenizer.mask_token_id,
-                                          vocab_size=len(self.tokenizer))
+                                          vocab_size=len(self.tokenizer),
+                                          max_predictions=mlm_prediction_slots(self.max_text_len, self.mlm_prob))
         image_index = int(rec["image_index"])
         pixel_values = self.image(part, image_index, rng)
-        itm_label = 1 - (position // self.itm_stride) % 2
+        itm_label = self.itm_label(position)
         if itm_label:
             itm_pixels = pixel_values
         else:
@@ -113,6 +127,21 @@ class PretrainExample(_ExampleBase):
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values,
                 "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels, "itm_pixel_values": itm_pixels,
                 "itm_labels": np.int32(itm_label), "example_mask": np.int32(valid)}
+
+
+class ItmPairRows(grain.transforms.Map):
+    """A pre-training batch -> the layout the train step reads: ITM pairs of rows (matched at even rows,
+    mismatched at odd rows, as `PretrainExample.itm_label` makes them) and only the mismatched rows'
+    images, `itm_negative_pixel_values` [B/2]. The matched rows' ITM image is their own image, which
+    the step encodes once for MLM and ITM (`BridgeTowerForPreTraining.pretraining_forwards`)."""
+
+    def map(self, batch: dict) -> dict:
+        labels = batch.pop("itm_labels")
+        if len(labels) % 2 or np.any(labels != 1 - np.arange(len(labels)) % 2):
+            raise ValueError(f"a pre-training batch of {len(labels)} rows does not alternate matched / mismatched "
+                             f"ITM rows (labels {labels.tolist()}); the batch size per process must be even")
+        negatives = batch.pop("itm_pixel_values")[1::2]
+        return {**batch, "itm_negative_pixel_values": negatives}
 
 
 @dataclasses.dataclass

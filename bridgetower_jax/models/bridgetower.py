@@ -155,8 +155,17 @@ class BridgeTowerModel(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, image_token_type_idx: int = 1,
                  deterministic: bool = True, output_hidden_states: bool = False) -> BridgeTowerModelOutput:
-        text_states, text_hidden = self.encode_text(input_ids, attention_mask, deterministic, output_hidden_states)
         image_states, image_hidden = self.encode_image(pixel_values, output_hidden_states)
+        return self.over_image_states(input_ids, attention_mask, image_states, image_hidden,
+                                      image_token_type_idx=image_token_type_idx, deterministic=deterministic,
+                                      output_hidden_states=output_hidden_states)
+
+    def over_image_states(self, input_ids, attention_mask, image_states, image_hidden=None, *,
+                          image_token_type_idx: int = 1, deterministic: bool = True,
+                          output_hidden_states: bool = False) -> BridgeTowerModelOutput:
+        """The forward after `encode_image`, so that one vision pass can serve several forwards
+        (pre-training's MLM and ITM see the same true images)."""
+        text_states, text_hidden = self.encode_text(input_ids, attention_mask, deterministic, output_hidden_states)
         text_in = self.text_bridge_inputs(text_states)
         image_in = self.image_bridge_inputs(image_states, image_token_type_idx)
         xt, xi, pooled, pairs = self.fuse(text_in, image_in, attention_mask, deterministic)
@@ -164,6 +173,15 @@ class BridgeTowerModel(nn.Module):
         return BridgeTowerModelOutput(text_features=xt, image_features=xi, pooler_output=pooled,
                                       text_unimodal_cls=text_states[-1][:, 0], image_unimodal_cls=image_in[-1][:, 0],
                                       hidden_states=hidden)
+
+
+def interleave_matched_and_negative(own: jax.Array, negative: jax.Array) -> jax.Array:
+    """own [B, ...], negative [B/2, ...] -> [B, ...] with own[2k] at 2k and negative[k] at 2k+1.
+
+    Pairs, not rows, are split across devices: with B/2 a multiple of the batch shards, each device
+    interleaves its own rows (no communication)."""
+    pairs = own.reshape(negative.shape[0], 2, *own.shape[1:])
+    return jnp.stack([pairs[:, 0], negative], axis=1).reshape(own.shape)
 
 
 def _key_mask(attention_mask):
@@ -253,8 +271,38 @@ class BridgeTowerForPreTraining(nn.Module):
             self.logit_scale = _log_scale_param(self)
 
     def mlm(self, input_ids, attention_mask, pixel_values, deterministic=True) -> jax.Array:
+        """MLM logits at every position [B, T, vocab]."""
         out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic)
         return self.mlm_score(out.text_features)
+
+    def mlm_head(self, features) -> jax.Array:
+        """MLM logits of the last cross-modal text states (any leading shape)."""
+        return self.mlm_score(features)
+
+    def pretraining_forwards(self, mlm_input_ids, input_ids, attention_mask, pixel_values, negative_pixel_values,
+                             *, mlm: bool = True, itm: bool = True, deterministic: bool = True):
+        """The MLM and ITM forwards of a pre-training batch, sharing one vision pass over the true images.
+
+        Rows pair up: row 2k is matched with its own image, row 2k+1 is mismatched with
+        `negative_pixel_values[k]` ([B/2, H, W, 3]). MLM reads (mlm_input_ids, own image) on every row;
+        ITM reads (input_ids, own image) on even rows and (input_ids, negative) on odd ones. The vision
+        tower has no dropout, so the matched rows' image states are those of the MLM forward: the tower
+        runs on 1.5 B images instead of 2 B, with the same result as two independent forwards.
+        -> (MLM head input [B, T, H] or None, ITM logits [B, 2] or None); the caller decodes only the
+        labelled positions (`objectives.masked_lm_loss_and_accuracy`).
+        """
+        core = self.bridgetower
+        images, _ = core.encode_image(pixel_values)
+        mlm_features = itm_logits = None
+        if mlm:
+            mlm_features = core.over_image_states(mlm_input_ids, attention_mask, images,
+                                                  deterministic=deterministic).text_features
+        if itm:
+            negatives, _ = core.encode_image(negative_pixel_values)
+            pairs = [interleave_matched_and_negative(s, n) for s, n in zip(images, negatives, strict=True)]
+            itm_logits = self.itm_score(core.over_image_states(input_ids, attention_mask, pairs,
+                                                               deterministic=deterministic).pooler_output)
+        return mlm_features, itm_logits
 
     def itm(self, input_ids, attention_mask, pixel_values, deterministic=True) -> jax.Array:
         out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bridgetower_jax.models.config import BridgeTowerConfig
-from bridgetower_jax.models.layers import Dense, LayerNorm, constrain, gelu_exact, normal
+from bridgetower_jax.models.layers import Dense, LayerNorm, add_bias, constrain, gelu_exact, normal
 
 
 def _dtypes(config: BridgeTowerConfig) -> dict:
@@ -27,7 +27,7 @@ class MLMHead(nn.Module):
                        kernel_init=normal(c.initializer_range), name="decoder", **kw)(h)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                           (c.padded_vocab_size,), kw["param_dtype"])
-        logits = constrain(logits + bias.astype(kw["dtype"]), ("act_batch", "act_len", "act_vocab"))
+        logits = constrain(add_bias(logits, bias.astype(kw["dtype"])), ("act_batch", "act_len", "act_vocab"))
         # Padding rows exist only so the vocabulary shards evenly; they are not tokens.
         return logits[..., :c.text.vocab_size]
 

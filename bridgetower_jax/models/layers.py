@@ -33,6 +33,29 @@ def compute_dtype(name: str) -> Dtype:
     return jnp.dtype(name)
 
 
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """`y + bias`, bias over y's trailing axes. The bias gradient (the cotangent summed over the leading
+    axes) is taken as a product with a ones vector: XLA:CPU reduces the columns of a wide cotangent
+    ~40x slower (8.9 ms vs 0.2 ms for the MLM decoder's [36, 50304]) and narrow ones no faster."""
+    return y + bias
+
+
+def _add_bias_fwd(y, bias):
+    return y + bias, bias
+
+
+def _add_bias_bwd(bias, g):
+    lead = g.ndim - bias.ndim
+    ones = jnp.ones(g.shape[:lead], g.dtype)
+    dims = ((tuple(range(lead)), tuple(range(lead))), ((), ()))
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)
+    return g, jax.lax.dot_general(ones, g, dims, preferred_element_type=accumulate).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 class Dense(nn.Module):
     """`y = x . kernel + bias`, contracting the last `contract_dims` axes of x.
 
@@ -62,7 +85,7 @@ class Dense(nn.Module):
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n:]),
                               features, self.param_dtype)
-            y = y + bias.astype(self.dtype)
+            y = add_bias(y, bias.astype(self.dtype))
         return y
 
 
@@ -116,8 +139,13 @@ def quick_gelu(x: jax.Array) -> jax.Array:
 
 
 def gelu_exact(x: jax.Array) -> jax.Array:
-    """transformers' "gelu" is the erf form; jax.nn.gelu defaults to the tanh approximation."""
-    return jax.nn.gelu(x, approximate=False)
+    """transformers' "gelu": 0.5 x (1 + erf(x / sqrt 2)), as PyTorch computes it.
+
+    Not `jax.nn.gelu(approximate=False)`, which goes through erfc: XLA expands erfc into two
+    polynomial branches and a select, ~5x the time of erf on CPU. erf loses relative precision only
+    where GELU is below ~1e-7 in absolute value, as PyTorch's kernel does.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))   # Python floats keep x's dtype
 
 
 def _fmix32(x: jax.Array) -> jax.Array:
