@@ -32,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
+    p.add_argument("--default_malloc", action="store_true",
+                   help="leave glibc's malloc settings alone (see bridgetower_jax/host_memory.py)")
     p.add_argument("--trace", help="directory for the profiler trace and the HLO dump")
     p.add_argument("--top", type=int, default=25, help="rows of the per-op table")
     return p.parse_args(argv)
@@ -43,6 +45,13 @@ def peak_rss_gb() -> float:
             if line.startswith("VmHWM"):
                 return int(line.split()[1]) / 1e6
     return float("nan")
+
+
+def page_faults() -> int:
+    """Minor + major page faults of this process so far (fresh pages the step touches cost ~1 us each)."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]) + int(fields[9])
 
 
 def op_names(hlo_path: str) -> dict[str, str]:
@@ -79,6 +88,9 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int) -> list[tuple[float, int, st
 
 def main(argv=None) -> None:
     a = parse_args(argv)
+    from bridgetower_jax import host_memory
+    if not a.default_malloc:
+        host_memory.retain_freed_memory()
     hlo_dir = os.path.join(a.trace, "hlo") if a.trace else None
     if hlo_dir:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={hlo_dir}",
@@ -109,14 +121,15 @@ def main(argv=None) -> None:
     jax.block_until_ready((state, metrics))
     print(f"{a.preset} batch {a.batch}, scan_layers {a.scan_layers}, remat {a.remat}: first call (compile + "
           f"step) {time.perf_counter() - start:.1f} s", flush=True)
-    times = []
+    times, faults = [], page_faults()
     for _ in range(a.reps):
         start = time.perf_counter()
         state, metrics = step(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
+    faults = (page_faults() - faults) / max(a.reps, 1)
     print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; "
-          f"peak RSS {peak_rss_gb():.2f} GB", flush=True)
+          f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step", flush=True)
     if not a.trace:
         return
     jax.profiler.start_trace(a.trace)

@@ -404,6 +404,8 @@ class TorchWorker:
 
 def worker_main(a) -> None:
     """Serve commands from the parent: {"cmd": name, "arg": ...} -> {"ok": result} or {"error": text}."""
+    from bridgetower_jax import host_memory
+    host_memory.retain_freed_memory()  # both workers alike: the malloc settings a training run uses
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                      # library chatter goes to stderr, the protocol owns the real stdout
     worker = (JaxWorker if a.worker == "jax" else TorchWorker)(a)

@@ -151,6 +151,8 @@ def run_demo(workdir: Path, images: int, pretrain_steps: int = 0, vqa_steps: int
 
 def main(argv) -> None:
     del argv
+    from bridgetower_jax import host_memory
+    host_memory.retain_freed_memory()
     from bridgetower_jax.train import setup_logging
     setup_logging()
     report = run_demo(Path(flags.FLAGS.workdir), flags.FLAGS.images, flags.FLAGS.pretrain_steps,

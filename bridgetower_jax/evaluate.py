@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bridgetower_jax import sharding, tasks, train
+from bridgetower_jax import host_memory, sharding, tasks, train
 from bridgetower_jax.checkpoint import TrainCheckpointer
 from bridgetower_jax.metrics import retrieval as retrieval_metrics
 from bridgetower_jax.metrics import vqa as vqa_metrics
@@ -153,6 +153,7 @@ def run(cfg, workdir: str, split: str | None = None) -> dict:
 def main(argv) -> None:
     from absl import flags
     del argv
+    host_memory.retain_freed_memory()
     FLAGS = flags.FLAGS
     train.setup_logging()
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

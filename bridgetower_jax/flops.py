@@ -35,20 +35,24 @@ def vision_tower_flops(c: BridgeTowerConfig) -> float:
     return patch + c.text.num_hidden_layers * per_block      # blocks deeper than the text tower never run
 
 
-def fusion_flops(c: BridgeTowerConfig, text_len: int) -> float:
-    """Transforms into the cross-modal width at every bridged layer, both co-attention stacks, poolers."""
+def fusion_flops(c: BridgeTowerConfig, text_len: int, pooled_only: bool = False) -> float:
+    """Transforms into the cross-modal width at every bridged layer, both co-attention stacks, poolers.
+    pooled_only: the last layer computes the first token of each stream only (`BridgeTowerModel.fuse`)."""
     h, i, n_img = c.hidden_size, c.text.intermediate_size, c.vision.num_positions
     transforms = c.num_hidden_layers * 2 * (text_len * c.text.hidden_size * h + n_img * c.vision.hidden_size * h)
 
-    def stream(own: int, other: int) -> float:
-        return _attention(own, own, h) + _attention(own, other, h) + 2 * 2 * own * h * i
-    layers = c.num_hidden_layers * (stream(text_len, n_img) + stream(n_img, text_len))
+    def layer(queries_text: int, queries_image: int) -> float:
+        def stream(own: int, other: int, queries: int) -> float:
+            return _attention(queries, own, h) + _attention(queries, other, h) + 2 * 2 * queries * h * i
+        return stream(text_len, n_img, queries_text) + stream(n_img, text_len, queries_image)
+    last = layer(1, 1) if pooled_only else layer(text_len, n_img)
+    layers = (c.num_hidden_layers - 1) * layer(text_len, n_img) + last
     return transforms + layers + 2 * 2 * h * h
 
 
-def forward_flops(c: BridgeTowerConfig, text_len: int) -> float:
+def forward_flops(c: BridgeTowerConfig, text_len: int, pooled_only: bool = False) -> float:
     """One image-text pair through BridgeTowerModel."""
-    return text_tower_flops(c, text_len) + vision_tower_flops(c) + fusion_flops(c, text_len)
+    return text_tower_flops(c, text_len) + vision_tower_flops(c) + fusion_flops(c, text_len, pooled_only)
 
 
 def mlm_head_flops(c: BridgeTowerConfig, text_len: int) -> float:
@@ -59,10 +63,12 @@ def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc:
                             mlm_prob: float = 0.15) -> float:
     """Forward + backward FLOPs for one training example of `task`, as the step computes it: in
     pre-training an MLM pass and an ITM pass that share the vision tower's pass over the true images
-    (negatives are half the rows), and an MLM head over the predicted slots only."""
-    pair = forward_flops(c, text_len)
+    (negatives are half the rows), and an MLM head over the predicted slots only; every head but MLM
+    reads the poolers only (`pooled_only`)."""
+    pair = forward_flops(c, text_len, pooled_only=True)
     if task == "pretrain":
-        fwd = 2 * pair - vision_tower_flops(c) / 2 + mlm_head_flops(c, mlm_prediction_slots(text_len, mlm_prob))
+        fwd = (forward_flops(c, text_len) + pair - vision_tower_flops(c) / 2
+               + mlm_head_flops(c, mlm_prediction_slots(text_len, mlm_prob)))
         if itc:
             fwd += text_tower_flops(c, text_len) + vision_tower_flops(c)
     elif task == "retrieval":

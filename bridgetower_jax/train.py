@@ -24,7 +24,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
-from bridgetower_jax import faults, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
+from bridgetower_jax import faults, host_memory, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
 from bridgetower_jax import validation
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
@@ -431,6 +431,7 @@ def setup_logging() -> None:
 def main(argv) -> None:
     from absl import flags
     del argv
+    host_memory.retain_freed_memory()
     FLAGS = flags.FLAGS
     setup_logging()
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

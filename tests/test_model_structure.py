@@ -143,6 +143,18 @@ def test_pretraining_forwards_share_the_vision_pass_exactly():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4), *grads)
 
 
+def test_pooled_only_computes_the_first_tokens_of_the_last_layer_exactly():
+    model = BridgeTowerModel(preset("tiny"))
+    params, (ids, mask, pixels) = _rand_init(model)
+    mask = mask.at[1, 4:].set(0)
+    full = model.apply({"params": params}, ids, mask, pixels)
+    first = model.apply({"params": params}, ids, mask, pixels, pooled_only=True)
+    assert first.text_features.shape[1] == first.image_features.shape[1] == 1
+    np.testing.assert_allclose(first.pooler_output, full.pooler_output, atol=1e-5)
+    np.testing.assert_allclose(first.text_features, full.text_features[:, :1], atol=1e-5)
+    np.testing.assert_allclose(first.image_features, full.image_features[:, :1], atol=1e-5)
+
+
 def test_dropout_is_active_only_when_not_deterministic():
     config = preset("tiny")
     model = BridgeTowerModel(config)

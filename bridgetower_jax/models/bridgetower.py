@@ -26,8 +26,8 @@ from bridgetower_jax.models.vision import VisionEncoder
 
 @struct.dataclass
 class BridgeTowerModelOutput:
-    text_features: jax.Array          # [B, T, H] last cross-modal text layer
-    image_features: jax.Array         # [B, 1+P, H] last cross-modal image layer
+    text_features: jax.Array          # [B, T, H] last cross-modal text layer ([B, 1, H] if pooled_only)
+    image_features: jax.Array         # [B, 1+P, H] last cross-modal image layer ([B, 1, H] if pooled_only)
     pooler_output: jax.Array          # [B, 2H] tanh poolers of both streams' first token
     # Inputs of the contrastive heads: CLS of the top uni-modal text layer, and CLS of the top
     # vision layer after ln_post, the image transform and the image token type.
@@ -134,11 +134,17 @@ class BridgeTowerModel(nn.Module):
         image_type = self.token_type_embeddings(jnp.full((1, 1), image_token_type_idx, jnp.int32))
         return [self._transform("image", j)(s) + image_type for j, s in enumerate(image_states)]
 
-    def fuse(self, text_inputs, image_inputs, attention_mask=None, deterministic=True):
-        """The co-attention stack over bridged inputs -> (text, image, pooled, per-layer pairs)."""
+    def fuse(self, text_inputs, image_inputs, attention_mask=None, deterministic=True, pooled_only=False):
+        """The co-attention stack over bridged inputs -> (text, image, pooled, per-layer pairs).
+
+        pooled_only: the last layer computes only each stream's first token, all that the poolers read
+        (its text and image outputs are then [B, 1, H]): the classification and matching heads skip
+        ~1/6 of the cross-modal encoder's last-layer work per token.
+        """
         text_mask = _key_mask(attention_mask)
         xt = xi = None
         pairs = []
+        last = len(text_inputs) - 1
         for j, (text_in, image_in) in enumerate(zip(text_inputs, image_inputs, strict=True)):
             if j == 0:
                 at, ai = self.cross_modal_text_layernorm(text_in), self.cross_modal_image_layernorm(image_in)
@@ -147,28 +153,31 @@ class BridgeTowerModel(nn.Module):
                 ai = self.cross_modal_image_link_tower[j - 1](image_in, xi)
             # Both streams read the bridged inputs of the same layer, not each other's new output;
             # the image stream is never masked, text padding is masked wherever text is the key.
-            xt = self.cross_modal_text_layers[j](at, text_mask, ai, None, deterministic)
-            xi = self.cross_modal_image_layers[j](ai, None, at, text_mask, deterministic)
+            first = pooled_only and j == last
+            xt = self.cross_modal_text_layers[j](at, text_mask, ai, None, deterministic, first)
+            xi = self.cross_modal_image_layers[j](ai, None, at, text_mask, deterministic, first)
             pairs.append((xt, xi))
         pooled = jnp.concatenate([self.cross_modal_text_pooler(xt), self.cross_modal_image_pooler(xi)], axis=-1)
         return xt, xi, pooled, tuple(pairs)
 
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, image_token_type_idx: int = 1,
-                 deterministic: bool = True, output_hidden_states: bool = False) -> BridgeTowerModelOutput:
+                 deterministic: bool = True, output_hidden_states: bool = False,
+                 pooled_only: bool = False) -> BridgeTowerModelOutput:
+        """pooled_only: see `fuse` (text_features and image_features then hold the first token only)."""
         image_states, image_hidden = self.encode_image(pixel_values, output_hidden_states)
         return self.over_image_states(input_ids, attention_mask, image_states, image_hidden,
                                       image_token_type_idx=image_token_type_idx, deterministic=deterministic,
-                                      output_hidden_states=output_hidden_states)
+                                      output_hidden_states=output_hidden_states, pooled_only=pooled_only)
 
     def over_image_states(self, input_ids, attention_mask, image_states, image_hidden=None, *,
                           image_token_type_idx: int = 1, deterministic: bool = True,
-                          output_hidden_states: bool = False) -> BridgeTowerModelOutput:
+                          output_hidden_states: bool = False, pooled_only: bool = False) -> BridgeTowerModelOutput:
         """The forward after `encode_image`, so that one vision pass can serve several forwards
         (pre-training's MLM and ITM see the same true images)."""
         text_states, text_hidden = self.encode_text(input_ids, attention_mask, deterministic, output_hidden_states)
         text_in = self.text_bridge_inputs(text_states)
         image_in = self.image_bridge_inputs(image_states, image_token_type_idx)
-        xt, xi, pooled, pairs = self.fuse(text_in, image_in, attention_mask, deterministic)
+        xt, xi, pooled, pairs = self.fuse(text_in, image_in, attention_mask, deterministic, pooled_only)
         hidden = (text_hidden, image_hidden, pairs) if output_hidden_states else None
         return BridgeTowerModelOutput(text_features=xt, image_features=xi, pooler_output=pooled,
                                       text_unimodal_cls=text_states[-1][:, 0], image_unimodal_cls=image_in[-1][:, 0],
@@ -225,7 +234,7 @@ class BridgeTowerForImageAndTextRetrieval(nn.Module):
                  output_hidden_states=False) -> SequenceClassifierOutput:
         out = BridgeTowerModel(self.config, name="bridgetower")(
             input_ids, attention_mask, pixel_values, deterministic=deterministic,
-            output_hidden_states=output_hidden_states)
+            output_hidden_states=output_hidden_states, pooled_only=not output_hidden_states)
         return SequenceClassifierOutput(LinearHead(2, self.config, name="itm_score")(out.pooler_output),
                                         out.hidden_states)
 
@@ -240,7 +249,8 @@ class BridgeTowerForContrastiveLearning(nn.Module):
         c = self.config
         out = BridgeTowerModel(c, name="bridgetower")(input_ids, attention_mask, pixel_values,
                                                       deterministic=deterministic,
-                                                      output_hidden_states=output_hidden_states)
+                                                      output_hidden_states=output_hidden_states,
+                                                      pooled_only=not output_hidden_states)
         size = c.contrastive_hidden_size
         return _contrastive(out, LinearHead(size, c, name="itc_text_head"),
                             LinearHead(size, c, name="itc_image_head"),
@@ -300,16 +310,18 @@ class BridgeTowerForPreTraining(nn.Module):
         if itm:
             negatives, _ = core.encode_image(negative_pixel_values)
             pairs = [interleave_matched_and_negative(s, n) for s, n in zip(images, negatives, strict=True)]
-            itm_logits = self.itm_score(core.over_image_states(input_ids, attention_mask, pairs,
+            itm_logits = self.itm_score(core.over_image_states(input_ids, attention_mask, pairs, pooled_only=True,
                                                                deterministic=deterministic).pooler_output)
         return mlm_features, itm_logits
 
     def itm(self, input_ids, attention_mask, pixel_values, deterministic=True) -> jax.Array:
-        out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic)
+        out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic,
+                               pooled_only=True)
         return self.itm_score(out.pooler_output)
 
     def itm_and_contrastive(self, input_ids, attention_mask, pixel_values, deterministic=True):
-        out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic)
+        out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic,
+                               pooled_only=True)
         return self.itm_score(out.pooler_output), _contrastive(
             out, self.itc_text_head, self.itc_image_head, self.itc_cross_modal_head, self.logit_scale)
 
@@ -346,7 +358,7 @@ class BridgeTowerForVQA(nn.Module):
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, deterministic=True):
         c = self.config
         out = BridgeTowerModel(c, name="bridgetower")(input_ids, attention_mask, pixel_values,
-                                                      deterministic=deterministic)
+                                                      deterministic=deterministic, pooled_only=True)
         hidden = int(2 * c.hidden_size * self.head_hidden_scale)
         return SequenceClassifierOutput(TaskClassifier(hidden, self.num_answers, c, name="vqa_classifier")(
             out.pooler_output))
@@ -361,7 +373,7 @@ class BridgeTowerForSNLIVE(nn.Module):
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, deterministic=True):
         c = self.config
         out = BridgeTowerModel(c, name="bridgetower")(input_ids, attention_mask, pixel_values,
-                                                      deterministic=deterministic)
+                                                      deterministic=deterministic, pooled_only=True)
         hidden = int(2 * c.hidden_size * self.head_hidden_scale)
         return SequenceClassifierOutput(TaskClassifier(hidden, 3, c, name="snli_classifier")(out.pooler_output))
 
@@ -382,7 +394,7 @@ class BridgeTowerForNLVR2(nn.Module):
             raise ValueError("BridgeTowerForNLVR2 needs config.num_token_types=3 (one row per image)")
         core = BridgeTowerModel(c, name="bridgetower")
         pooled = [core(input_ids, attention_mask, pixel_values[:, k], image_token_type_idx=k + 1,
-                       deterministic=deterministic).pooler_output for k in range(2)]
+                       deterministic=deterministic, pooled_only=True).pooler_output for k in range(2)]
         features = nn.Dropout(self.dropout_rate)(jnp.concatenate(pooled, axis=-1), deterministic=deterministic)
         hidden = int(2 * c.hidden_size * self.head_hidden_scale)
         return SequenceClassifierOutput(TaskClassifier(hidden, 2, c, name="nlvr2_classifier")(features))
@@ -395,7 +407,7 @@ class BridgeTowerForRetrievalRank(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, *, deterministic=True):
         out = BridgeTowerModel(self.config, name="bridgetower")(input_ids, attention_mask, pixel_values,
-                                                                deterministic=deterministic)
+                                                                deterministic=deterministic, pooled_only=True)
         return SequenceClassifierOutput(LinearHead(1, self.config, name="rank_output")(out.pooler_output)[:, 0])
 
 

@@ -21,14 +21,16 @@ class CrossModalLayer(nn.Module):
     dropout_impl: str = "threefry"
 
     @nn.compact
-    def __call__(self, x, x_mask, other, other_mask, deterministic: bool = True):
+    def __call__(self, x, x_mask, other, other_mask, deterministic: bool = True, first_token_only: bool = False):
+        """first_token_only: compute the first token's output only ([B, 1, H]; keys and values still
+        span the stream), for a last layer whose output only feeds the pooler."""
         c = self.config
         attn = dict(num_heads=c.num_attention_heads, layer_norm_eps=c.layer_norm_eps,
                     hidden_dropout=c.hidden_dropout_prob, attention_dropout=c.attention_probs_dropout_prob,
                     attention_impl=self.attention_impl, deterministic=deterministic,
                     init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
                     dropout_impl=self.dropout_impl)
-        x = PostLNAttentionBlock(name="attention", **attn)(x, x, x_mask)
+        x = PostLNAttentionBlock(name="attention", **attn)(x[:, :1] if first_token_only else x, x, x_mask)
         x = PostLNAttentionBlock(name="crossattention", **attn)(x, other, other_mask)
         x = PostLNFeedForward(c.intermediate_size, c.layer_norm_eps, c.hidden_dropout_prob, deterministic,
                               self.init_std, self.dtype, self.param_dtype, self.dropout_impl, name="ffn")(x)
