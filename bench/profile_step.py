@@ -32,8 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
-    p.add_argument("--default_malloc", action="store_true",
-                   help="leave glibc's malloc settings alone (see bridgetower_jax/host_memory.py)")
+    p.add_argument("--retain_host_memory", action="store_true",
+                   help="keep freed host memory for reuse (bridgetower_jax/host_memory.py)")
     p.add_argument("--trace", help="directory for the profiler trace and the HLO dump")
     p.add_argument("--top", type=int, default=25, help="rows of the per-op table")
     return p.parse_args(argv)
@@ -89,8 +89,9 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int) -> list[tuple[float, int, st
 def main(argv=None) -> None:
     a = parse_args(argv)
     from bridgetower_jax import host_memory
-    if not a.default_malloc:
-        host_memory.retain_freed_memory()
+    if a.retain_host_memory:
+        os.environ[host_memory.ENV] = "1"
+    host_memory.retain_freed_memory()
     hlo_dir = os.path.join(a.trace, "hlo") if a.trace else None
     if hlo_dir:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={hlo_dir}",

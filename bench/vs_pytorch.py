@@ -1,7 +1,7 @@
 """Side by side: this project's BridgeTower against transformers' BridgeTower (PyTorch), same run.
 
     python -m bench.vs_pytorch --preset tiny --json bench/results/tiny_cpu.json
-    python -m bench.vs_pytorch --preset base --scan_layers --reps 4 --train_reps 4 --json bench/results/base_cpu.json
+    python -m bench.vs_pytorch --preset base --scan_layers --retain_host_memory --reps 4 --train_reps 4 --json bench/results/base_cpu.json
     python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
 
 What is measured, for the same config, the same weights (transformers' random init, converted with
@@ -405,7 +405,7 @@ class TorchWorker:
 def worker_main(a) -> None:
     """Serve commands from the parent: {"cmd": name, "arg": ...} -> {"ok": result} or {"error": text}."""
     from bridgetower_jax import host_memory
-    host_memory.retain_freed_memory()  # both workers alike: the malloc settings a training run uses
+    host_memory.retain_freed_memory()  # both workers alike (--retain_host_memory sets the variable)
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                      # library chatter goes to stderr, the protocol owns the real stdout
     worker = (JaxWorker if a.worker == "jax" else TorchWorker)(a)
@@ -467,8 +467,10 @@ def detect_device(requested: str) -> str:
     return {"cuda": "gpu", "rocm": "gpu"}.get(platform_name, platform_name)
 
 
-def worker_env(device: str, cpus: list[int], xla_flags: str) -> dict:
+def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory: bool = False) -> dict:
+    from bridgetower_jax import host_memory
     env = dict(os.environ)
+    env[host_memory.ENV] = "1" if retain_host_memory else "0"
     env.update(OMP_NUM_THREADS=str(len(cpus)), MKL_NUM_THREADS=str(len(cpus)), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if device == "cpu":
@@ -509,11 +511,12 @@ def run_benchmark(a) -> dict:
             str(a.train_batch), "--device", device, "--compute", json.dumps(compute), "--compute_dtype",
             compute_dtype, "--torch_adamw", a.torch_adamw, "--seed", str(a.seed), "--cpus",
             ",".join(map(str, cpus))]
-    env = worker_env(device, cpus, a.xla_flags)
+    env = worker_env(device, cpus, a.xla_flags, a.retain_host_memory)
     weights = os.path.join(workdir, "weights")
     results = {"preset": a.preset, "device": device, "text_len": a.text_len, "compute": compute,
                "threads": len(cpus), "cpus": cpus, "host": platform.node(), "cpu_model": _cpu_model(),
-               "torch_adamw": a.torch_adamw, "xla_flags": a.xla_flags, "phases": {},
+               "torch_adamw": a.torch_adamw, "xla_flags": a.xla_flags,
+               "retain_host_memory": a.retain_host_memory, "phases": {},
                "load_average_start": os.getloadavg()}
     print(f"bench.vs_pytorch: preset {a.preset}, device {device}, {compute_dtype}, attention {attention}, "
           f"scan {a.scan_layers}, remat {a.remat}, {len(cpus)} thread(s) on cpus {cpus}", flush=True)
@@ -624,6 +627,8 @@ def parse_args(argv=None):
     p.add_argument("--attention_impl", default="auto", help="xla, fused; auto = xla on CPU, fused elsewhere")
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
+    p.add_argument("--retain_host_memory", action="store_true",
+                   help="both workers keep freed host memory for reuse (bridgetower_jax/host_memory.py)")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"),
                    help="compute.dropout_impl of the JAX model (hash: fused counter-hash masks)")
     p.add_argument("--text_len", type=int, default=40)

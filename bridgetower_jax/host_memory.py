@@ -1,28 +1,32 @@
-"""Keep freed host memory in the process, so that XLA:CPU's per-step buffers are not faulted in afresh.
+"""Opt-in: keep freed host memory in the process, so that XLA:CPU's per-step buffers are not faulted
+in afresh. Set BRIDGETOWER_RETAIN_HOST_MEMORY=1 for large models trained or benchmarked on CPU.
 
 XLA:CPU allocates each step's temporaries (several GB for BridgeTower-base) with malloc and frees them
 at the end of the step. glibc serves every allocation above 32 MB with its own mmap and unmaps it on
 free, so each step touches ~4.6 GB of brand-new pages: 1.2 M page faults, ~0.8 s of a 9.2 s base
 train step on a 2-core CPU (`bench/profile_step.py` prints faults per step). With mmap off, trimming
-off and one arena (threads' own arenas cannot grow past 64 MB and would fall back to mmap), freed
+off and one arena (a thread's own arena cannot grow past 64 MB and maps such blocks anyway), freed
 blocks go back to the heap and the next step reuses them already mapped: 0 faults, 8.4 s.
 
-The cost is that the process never returns freed memory to the OS, which suits a training or
-benchmark process. Entry points call `retain_freed_memory()` first thing, before any thread starts
-(a thread attaches to an arena at its first allocation); set BRIDGETOWER_RETAIN_HOST_MEMORY=0 to skip.
+Why not by default: one arena serialises every thread's malloc. The tiny benchmark model's step,
+made of many small ops, slows from 0.08 s to 0.10 s; a host input pipeline decoding images on
+threads would contend the same way; and the process never returns freed memory to the OS.
+Entry points call `retain_freed_memory()` first thing, before any thread starts (a thread attaches
+to an arena at its first allocation).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 
+ENV = "BRIDGETOWER_RETAIN_HOST_MEMORY"
 # mallopt(3) parameters.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse. True if applied (glibc present and not disabled)."""
-    if os.environ.get("BRIDGETOWER_RETAIN_HOST_MEMORY", "1") == "0":
+    """If BRIDGETOWER_RETAIN_HOST_MEMORY=1, ask glibc to keep freed memory for reuse. True if applied."""
+    if os.environ.get(ENV, "0") != "1":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
