@@ -135,6 +135,21 @@ def test_itm_pairs_a_matched_row_with_a_real_mismatch(corpus):
             assert not np.array_equal(negatives[k], batch["pixel_values"][2 * k + 1])
 
 
+@pytest.mark.parametrize("process_index", [0, 1])
+def test_itm_pairs_hold_with_workers_on_several_processes(corpus, process_index):
+    """Each worker builds its own batches from every num_workers-th local element; the ITM labels
+    follow that layout, so every batch still alternates matched / mismatched rows (ItmPairRows
+    raises otherwise)."""
+    flags.FLAGS.mark_as_parsed()
+    it = train_iterator(corpus, "pretrain", process_index=process_index, process_count=2,
+                        num_workers=2, worker_buffer_size=1)
+    try:
+        for _ in range(4):
+            assert len(next(it)["itm_negative_pixel_values"]) == B // 2
+    finally:
+        it.close()
+
+
 def _same_batches(a, b):
     return all(a_[k].tobytes() == b_[k].tobytes() for a_, b_ in zip(a, b) for k in a_)
 
