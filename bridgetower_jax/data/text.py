@@ -43,7 +43,8 @@ def mlm_prediction_slots(text_len: int, mlm_prob: float, tail: float = 1e-6) -> 
 def mask_tokens(input_ids: np.ndarray, special_tokens_mask: np.ndarray, rng: np.random.Generator, *,
                 mlm_prob: float, mask_token_id: int, vocab_size: int,
                 max_predictions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (mlm_input_ids, mlm_labels), with at most `max_predictions` labels."""
+    """Returns (mlm_input_ids, mlm_labels), with at most `max_predictions` labels in the call (the
+    pipeline masks one row per call)."""
     chosen = (rng.random(input_ids.shape) < mlm_prob) & (special_tokens_mask == 0)
     if max_predictions is not None and chosen.sum() > max_predictions:
         keep = rng.choice(np.flatnonzero(chosen), max_predictions, replace=False)

@@ -138,8 +138,9 @@ class BridgeTowerModel(nn.Module):
         """The co-attention stack over bridged inputs -> (text, image, pooled, per-layer pairs).
 
         pooled_only: the last layer computes only each stream's first token, all that the poolers read
-        (its text and image outputs are then [B, 1, H]): the classification and matching heads skip
-        ~1/6 of the cross-modal encoder's last-layer work per token.
+        (its text and image outputs are then [B, 1, H]; keys and values still span both streams): the
+        classification and matching heads skip the last layer's queries, outputs and FFN of every
+        other token.
         """
         text_mask = _key_mask(attention_mask)
         xt = xi = None
