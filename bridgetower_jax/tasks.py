@@ -47,6 +47,12 @@ def build_model(cfg) -> nn.Module:
     raise ValueError(f"config.task={task!r} is not one of {TASKS}")
 
 
+def rows_per_unit(task: str) -> int:
+    """Batch rows that must stay together when a batch is split over devices or microbatches: a
+    pre-training ITM pair (a matched and a mismatched row), else one example."""
+    return 2 if task == "pretrain" else 1
+
+
 def init_inputs(cfg, batch_size: int = 1) -> tuple:
     """Zero inputs shaped like a batch of this task (for init / eval_shape)."""
     config = model_config(cfg)

@@ -76,7 +76,8 @@ def validate_batch(cfg, mesh) -> None:
     """The global batch must split evenly over processes, batch shards and accumulation steps, in
     examples, or in pre-training in ITM pairs (a matched and a mismatched row)."""
     accum, shards, procs = cfg.optim.grad_accum_steps, sharding.batch_shards(mesh), jax.process_count()
-    unit, what = (2, "2 (one ITM pair) x ") if cfg.task == "pretrain" else (1, "")
+    unit = tasks.rows_per_unit(cfg.task)
+    what = f"{unit} (one ITM pair) x " if unit > 1 else ""
     if accum < 1:
         raise ValueError(f"optim.grad_accum_steps={accum} must be >= 1")
     if cfg.batch_size % (unit * procs):
@@ -160,7 +161,8 @@ def make_train_step(exp: Experiment):
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(state.params, _first_micro(batch, accum),
                                                                                 rng)[::-1]))
             zeros = (zeros[0], zeros[1][1])
-            (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum, _batch_units(cfg.task, batch)),
+            units = batch["input_ids"].shape[0] // tasks.rows_per_unit(cfg.task)
+            (grads, metrics), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, accum, units),
                                                             jnp.arange(accum)))
             grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
         grad_norm = optax.tree.norm(grads)
@@ -187,11 +189,6 @@ def make_train_step(exp: Experiment):
 
 def _first_micro(batch: dict, accum: int) -> dict:
     return jax.tree.map(lambda x: x[: x.shape[0] // accum], batch)
-
-
-def _batch_units(task: str, batch: dict) -> int:
-    rows = batch["input_ids"].shape[0]
-    return rows // 2 if task == "pretrain" else rows
 
 
 # ---------------------------------------------------------------------------------------------
