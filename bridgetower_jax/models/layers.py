@@ -7,6 +7,7 @@ activations back to f32.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -79,14 +80,17 @@ class Dense(nn.Module):
             raise ValueError(f"{self.name}: {len(self.axes)} axis names for a kernel of shape {kernel_shape}")
         kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.axes),
                             kernel_shape, self.param_dtype)
-        x = x.astype(self.dtype)
-        contracting = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
-        y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contracting, ((), ())))
+        # One 2-D GEMM, [rows, in] x [in, out]: with several leading or contracted axes the kernel's
+        # gradient contracts two axes at once, and XLA:CPU then writes the whole cotangent transposed
+        # before the GEMM (a strided copy as long as the GEMM itself). Both reshapes are free.
+        lead, width = x.shape[:-n], math.prod(features)
+        x2 = x.astype(self.dtype).reshape(math.prod(lead), math.prod(kernel_shape[:n]))
+        y = x2 @ kernel.astype(self.dtype).reshape(x2.shape[1], width)
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n:]),
                               features, self.param_dtype)
-            y = add_bias(y, bias.astype(self.dtype))
-        return y
+            y = add_bias(y, bias.astype(self.dtype).reshape(width))
+        return y.reshape(lead + features)
 
 
 class LayerNorm(nn.Module):
@@ -133,11 +137,29 @@ class Embed(nn.Module):
         return out.astype(self.dtype)
 
 
+# Both activations keep only their input for the backward pass and recompute the rest there (a few
+# elementwise ops fused into the gradient's own pass). Plain autodiff keeps two or three intermediates
+# of every [rows, 3072] activation, which costs memory and, under a layer scan, a copy each into the
+# stacked residuals.
+@jax.custom_vjp
 def quick_gelu(x: jax.Array) -> jax.Array:
     """CLIP's activation: x * sigmoid(1.702 x)."""
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+def _quick_gelu_fwd(x):
+    return quick_gelu(x), x
+
+
+def _quick_gelu_bwd(x, g):
+    s = jax.nn.sigmoid(1.702 * x)
+    return (g * (s + 1.702 * x * s * (1.0 - s)),)
+
+
+quick_gelu.defvjp(_quick_gelu_fwd, _quick_gelu_bwd)
+
+
+@jax.custom_vjp
 def gelu_exact(x: jax.Array) -> jax.Array:
     """transformers' "gelu": 0.5 x (1 + erf(x / sqrt 2)), as PyTorch computes it.
 
@@ -146,6 +168,19 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     where GELU is below ~1e-7 in absolute value, as PyTorch's kernel does.
     """
     return 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))   # Python floats keep x's dtype
+
+
+def _gelu_exact_fwd(x):
+    return gelu_exact(x), x
+
+
+def _gelu_exact_bwd(x, g):
+    cdf = 0.5 * (1.0 + jax.lax.erf(x * 0.7071067811865476))
+    pdf = jnp.exp(-0.5 * x * x) * 0.3989422804014327        # 1 / sqrt(2 pi)
+    return (g * (cdf + x * pdf),)
+
+
+gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
 
 
 def _fmix32(x: jax.Array) -> jax.Array:

@@ -1,0 +1,67 @@
+"""The building blocks with hand-written gradients or reshaped GEMMs equal the plain formulas, values
+and gradients, in float64 (the model-level parity tests compare against PyTorch; these name the block
+that broke)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bridgetower_jax.models import layers
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _grads(f, *args):
+    """Value and gradients of sum(f(*args) * w) for a fixed random weighting w."""
+    w = jax.random.normal(jax.random.PRNGKey(1), jnp.shape(f(*args)), jnp.float64)
+    return jax.value_and_grad(lambda *a: jnp.sum(f(*a) * w), argnums=tuple(range(len(args))))(*args)
+
+
+@pytest.mark.parametrize("custom, plain", [
+    (layers.quick_gelu, lambda x: x * jax.nn.sigmoid(1.702 * x)),
+    (layers.gelu_exact, lambda x: 0.5 * x * (1.0 + jax.lax.erf(x / jnp.sqrt(2.0)))),
+])
+def test_activations_with_input_only_residuals_have_exact_gradients(custom, plain):
+    x = jnp.concatenate([jnp.linspace(-9.0, 9.0, 181), jax.random.normal(jax.random.PRNGKey(0), (64,)) * 3])
+    (value, (grad,)), (ref_value, (ref_grad,)) = _grads(custom, x), _grads(plain, x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_add_bias_gradient_is_the_cotangent_summed_over_leading_axes():
+    y = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4, 2), jnp.float64)
+    bias = jax.random.normal(jax.random.PRNGKey(1), (4, 2), jnp.float64)
+    (_, (gy, gb)), (_, (ref_gy, ref_gb)) = _grads(layers.add_bias, y, bias), _grads(jnp.add, y, bias)
+    np.testing.assert_allclose(gy, ref_gy, rtol=1e-13)
+    np.testing.assert_allclose(gb, ref_gb, rtol=1e-12)
+
+
+@pytest.mark.parametrize("features, contract_dims, in_shape", [
+    (6, 1, (2, 3, 5)),               # feed-forward: [B, T, E] -> [B, T, F]
+    ((2, 3), 1, (2, 3, 5)),          # q/k/v: [B, T, E] -> [B, T, heads, head_dim]
+    (5, 2, (2, 3, 2, 3)),            # attention output: [B, T, heads, head_dim] -> [B, T, E]
+])
+def test_dense_as_one_2d_gemm_equals_the_einsum(features, contract_dims, in_shape):
+    dense = layers.Dense(features, tuple("abcd"[:contract_dims + len(np.atleast_1d(features))]),
+                         contract_dims=contract_dims, dtype=jnp.float64, param_dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(0), in_shape, jnp.float64)
+    params = jax.tree_util.tree_map(lambda p: p + 0.1, dense.init(jax.random.PRNGKey(1), x)["params"])
+    params = jax.tree_util.tree_map(lambda p: getattr(p, "value", p), params,
+                                    is_leaf=lambda p: hasattr(p, "value"))
+
+    def reference(x, kernel, bias):
+        n = contract_dims
+        out = jax.lax.dot_general(x, kernel, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
+        return out + bias
+
+    (value, grads), (ref_value, ref_grads) = (
+        _grads(lambda x, k, b: dense.apply({"params": {"kernel": k, "bias": b}}, x),
+               x, params["kernel"], params["bias"]),
+        _grads(reference, x, params["kernel"], params["bias"]))
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
