@@ -185,15 +185,6 @@ class BridgeTowerModel(nn.Module):
                                       hidden_states=hidden)
 
 
-def interleave_matched_and_negative(own: jax.Array, negative: jax.Array) -> jax.Array:
-    """own [B, ...], negative [B/2, ...] -> [B, ...] with own[2k] at 2k and negative[k] at 2k+1.
-
-    Pairs, not rows, are split across devices: with B/2 a multiple of the batch shards, each device
-    interleaves its own rows (no communication)."""
-    pairs = own.reshape(negative.shape[0], 2, *own.shape[1:])
-    return jnp.stack([pairs[:, 0], negative], axis=1).reshape(own.shape)
-
-
 def _key_mask(attention_mask):
     return None if attention_mask is None else attention_mask.astype(bool)
 
@@ -298,21 +289,30 @@ class BridgeTowerForPreTraining(nn.Module):
         `negative_pixel_values[k]` ([B/2, H, W, 3]). MLM reads (mlm_input_ids, own image) on every row;
         ITM reads (input_ids, own image) on even rows and (input_ids, negative) on odd ones. The vision
         tower has no dropout, so the matched rows' image states are those of the MLM forward: the tower
-        runs on 1.5 B images instead of 2 B, with the same result as two independent forwards.
+        runs once, on 1.5 B images instead of 2 B, with the same result as two independent forwards.
         -> (MLM head input [B, T, H] or None, ITM logits [B, 2] or None); the caller decodes only the
         labelled positions (`objectives.masked_lm_loss_and_accuracy`).
         """
         core = self.bridgetower
-        images, _ = core.encode_image(pixel_values)
         mlm_features = itm_logits = None
+        if itm:
+            # One pass over each pair's two images and its negative ([B/2, 3] rows, pair-major so that
+            # every device stacks its own pairs): one GEMM per layer over 1.5 B images, not two.
+            pairs = pixel_values.reshape(negative_pixel_values.shape[0], 2, *pixel_values.shape[1:])
+            stacked = jnp.concatenate([pairs, negative_pixel_values[:, None]], axis=1)
+            states, _ = core.encode_image(stacked.reshape(-1, *pixel_values.shape[1:]))
+            states = [s.reshape(pairs.shape[0], 3, *s.shape[1:]) for s in states]
+            images = [s[:, :2].reshape(-1, *s.shape[2:]) for s in states]
+            matched_and_negative = [s[:, 0::2].reshape(-1, *s.shape[2:]) for s in states]
+        else:
+            images, _ = core.encode_image(pixel_values)
         if mlm:
             mlm_features = core.over_image_states(mlm_input_ids, attention_mask, images,
                                                   deterministic=deterministic).text_features
         if itm:
-            negatives, _ = core.encode_image(negative_pixel_values)
-            pairs = [interleave_matched_and_negative(s, n) for s, n in zip(images, negatives, strict=True)]
-            itm_logits = self.itm_score(core.over_image_states(input_ids, attention_mask, pairs, pooled_only=True,
-                                                               deterministic=deterministic).pooler_output)
+            itm_logits = self.itm_score(core.over_image_states(
+                input_ids, attention_mask, matched_and_negative, pooled_only=True,
+                deterministic=deterministic).pooler_output)
         return mlm_features, itm_logits
 
     def itm(self, input_ids, attention_mask, pixel_values, deterministic=True) -> jax.Array:

@@ -247,7 +247,13 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     if impl == "fused":
         mask = None if key_mask is None else key_mask[:, None, None, :]
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=depth ** -0.5)
-    scores = jnp.einsum("bqnd,bknd->bnqk", q, k) * jnp.asarray(depth ** -0.5, q.dtype)
+    # The scale goes on q ([B, Tq, N, D]), not on the scores ([B, N, Tq, Tk], Tk/D times larger). For
+    # head widths that are powers of four (64 in every BridgeTower) the scale is a power of two and
+    # both orders round identically.
+    # Heads go in front ([B, N, T, D]) before both products: each is then a plain batched GEMM, which
+    # XLA:CPU runs ~1.6x faster than the same einsum over the [B, T, N, D] layout.
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    scores = jnp.einsum("bnqd,bnkd->bnqk", q * jnp.asarray(depth ** -0.5, q.dtype), k)
     scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
     if key_mask is not None:
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
@@ -255,7 +261,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     if dropout_rate > 0.0 and not deterministic:
         keep = dropout_keep_mask(dropout_rng, 1.0 - dropout_rate, probs.shape, dropout_impl)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
-    return jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    return jnp.einsum("bnqk,bnkd->bnqd", probs, v).transpose(0, 2, 1, 3)
 
 
 class MultiHeadAttention(nn.Module):
