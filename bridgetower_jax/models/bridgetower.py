@@ -283,7 +283,7 @@ class BridgeTowerForPreTraining(nn.Module):
 
     def pretraining_forwards(self, mlm_input_ids, input_ids, attention_mask, pixel_values, negative_pixel_values,
                              *, mlm: bool = True, itm: bool = True, deterministic: bool = True):
-        """The MLM and ITM forwards of a pre-training batch, sharing one vision pass over the true images.
+        """The MLM and ITM forwards of a pre-training batch, sharing one vision pass.
 
         Rows pair up: row 2k is matched with its own image, row 2k+1 is mismatched with
         `negative_pixel_values[k]` ([B/2, H, W, 3]). MLM reads (mlm_input_ids, own image) on every row;

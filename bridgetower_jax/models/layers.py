@@ -250,8 +250,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     # The scale goes on q ([B, Tq, N, D]), not on the scores ([B, N, Tq, Tk], Tk/D times larger). For
     # head widths that are powers of four (64 in every BridgeTower) the scale is a power of two and
     # both orders round identically.
-    # Heads go in front ([B, N, T, D]) before both products: each is then a plain batched GEMM, which
-    # XLA:CPU runs ~1.6x faster than the same einsum over the [B, T, N, D] layout.
+    # Heads go in front ([B, N, T, D]) before both products: each is then a plain batched GEMM (alone,
+    # a b4 vision attention on XLA:CPU takes 18 ms this way, 25 ms as einsums over [B, T, N, D]).
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     scores = jnp.einsum("bnqd,bnkd->bnqk", q * jnp.asarray(depth ** -0.5, q.dtype), k)
     scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
