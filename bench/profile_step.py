@@ -1,6 +1,6 @@
 """Time the trainer's own pre-training step (random weights) and, with --trace, say where its time goes.
 
-    python -m bench.profile_step --preset base --scan_layers --batch 2 --reps 3
+    python -m bench.profile_step --preset base --batch 2 --reps 3 --retain_host_memory
     python -m bench.profile_step --preset tiny --trace /tmp/prof --top 30
 
 The step is `train.make_train_step` on `configs/pretrain.py` (MLM + ITM, AdamW, the non-finite
@@ -47,13 +47,6 @@ def peak_rss_gb() -> float:
     return float("nan")
 
 
-def page_faults() -> int:
-    """Minor + major page faults of this process so far (fresh pages the step touches cost ~1 us each)."""
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[7]) + int(fields[9])
-
-
 def op_names(hlo_path: str) -> dict[str, str]:
     """HLO instruction name -> its op_name metadata (where in the JAX program it came from)."""
     names = {}
@@ -98,7 +91,7 @@ def main(argv=None) -> None:
                                             "--xla_dump_hlo_module_re=.*train_step.*"]).strip()
     import jax
     from flax import linen as nn
-    from bench.vs_pytorch import make_inputs, model_config
+    from bench.vs_pytorch import make_inputs, model_config, page_faults
     from bridgetower_jax import sharding, train
     from configs import pretrain
 

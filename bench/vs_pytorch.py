@@ -1,7 +1,7 @@
 """Side by side: this project's BridgeTower against transformers' BridgeTower (PyTorch), same run.
 
     python -m bench.vs_pytorch --preset tiny --json bench/results/tiny_cpu.json
-    python -m bench.vs_pytorch --preset base --scan_layers --retain_host_memory --reps 4 --train_reps 4 --json bench/results/base_cpu.json
+    python -m bench.vs_pytorch --preset base --retain_host_memory --huge_pages --reps 4 --train_reps 6 --json bench/results/base_cpu.json
     python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
 
 What is measured, for the same config, the same weights (transformers' random init, converted with
@@ -97,6 +97,16 @@ def peak_rss_bytes() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def page_faults() -> int:
+    """Minor + major page faults of this process so far (each fresh page a call touches costs ~1 us)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:                  # not Linux
+        return 0
+    return int(fields[7]) + int(fields[9])
 
 
 def reset_peak_rss() -> None:
@@ -234,12 +244,12 @@ class JaxWorker:
         return metrics
 
     def run(self, phase: str):
-        start = time.perf_counter()
+        faults, start = page_faults(), time.perf_counter()
         self._call(phase)
         secs = time.perf_counter() - start
         recompiles = sum(1 for k, _ in self.compile_events if k.endswith("backend_compile_duration"))
         self.compile_events.clear()
-        return {"seconds": secs, "recompiles": recompiles}
+        return {"seconds": secs, "recompiles": recompiles, "page_faults": page_faults() - faults}
 
     def end(self, phase: str):
         out = {"peak_memory_bytes": self._peak_memory()}
@@ -379,9 +389,9 @@ class TorchWorker:
         return loss
 
     def run(self, phase: str):
-        start = time.perf_counter()
+        faults, start = page_faults(), time.perf_counter()
         self._call(phase)
-        return {"seconds": time.perf_counter() - start}
+        return {"seconds": time.perf_counter() - start, "page_faults": page_faults() - faults}
 
     def end(self, phase: str):
         out = {"peak_memory_bytes": self._peak_memory()}
@@ -467,10 +477,13 @@ def detect_device(requested: str) -> str:
     return {"cuda": "gpu", "rocm": "gpu"}.get(platform_name, platform_name)
 
 
-def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory: bool = False) -> dict:
+def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory: bool = False,
+               huge_pages: bool = False) -> dict:
     from bridgetower_jax import host_memory
     env = dict(os.environ)
     env[host_memory.ENV] = "1" if retain_host_memory else "0"
+    if huge_pages:
+        env["GLIBC_TUNABLES"] = host_memory.with_huge_pages(env.get("GLIBC_TUNABLES", ""))
     env.update(OMP_NUM_THREADS=str(len(cpus)), MKL_NUM_THREADS=str(len(cpus)), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if device == "cpu":
@@ -511,12 +524,12 @@ def run_benchmark(a) -> dict:
             str(a.train_batch), "--device", device, "--compute", json.dumps(compute), "--compute_dtype",
             compute_dtype, "--torch_adamw", a.torch_adamw, "--seed", str(a.seed), "--cpus",
             ",".join(map(str, cpus))]
-    env = worker_env(device, cpus, a.xla_flags, a.retain_host_memory)
+    env = worker_env(device, cpus, a.xla_flags, a.retain_host_memory, a.huge_pages)
     weights = os.path.join(workdir, "weights")
     results = {"preset": a.preset, "device": device, "text_len": a.text_len, "compute": compute,
                "threads": len(cpus), "cpus": cpus, "host": platform.node(), "cpu_model": _cpu_model(),
                "torch_adamw": a.torch_adamw, "xla_flags": a.xla_flags,
-               "retain_host_memory": a.retain_host_memory, "phases": {},
+               "retain_host_memory": a.retain_host_memory, "huge_pages": a.huge_pages, "phases": {},
                "load_average_start": os.getloadavg()}
     print(f"bench.vs_pytorch: preset {a.preset}, device {device}, {compute_dtype}, attention {attention}, "
           f"scan {a.scan_layers}, remat {a.remat}, {len(cpus)} thread(s) on cpus {cpus}", flush=True)
@@ -538,7 +551,7 @@ def run_benchmark(a) -> dict:
             entry = {"jax": {}, "torch": {}}
             for name, w in workers.items():
                 entry[name].update(w("begin", phase))
-            times = {"jax": [], "torch": []}
+            times, faults = {"jax": [], "torch": []}, {"jax": [], "torch": []}
             recompiles = 0
             for r in range(reps):
                 order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
@@ -546,11 +559,13 @@ def run_benchmark(a) -> dict:
                     time.sleep(a.settle)          # let the other side's spinning worker threads go idle
                     out = workers[name]("run", phase)
                     times[name].append(out["seconds"])
+                    faults[name].append(out["page_faults"])
                     recompiles += out.get("recompiles", 0)
             for name, w in workers.items():
                 entry[name].update(w("end", phase))
                 entry[name].update(summarize(times[name]))
                 entry[name]["times_s"] = times[name]
+                entry[name]["page_faults_per_call"] = statistics.median(faults[name])
             entry["jax"]["recompiles_during_timing"] = recompiles
             entry["ratio_time"] = entry["jax"]["median_s"] / entry["torch"]["median_s"]
             entry["ratio_memory"] = entry["jax"]["peak_memory_bytes"] / max(entry["torch"]["peak_memory_bytes"], 1)
@@ -629,6 +644,9 @@ def parse_args(argv=None):
     p.add_argument("--remat", action="store_true")
     p.add_argument("--retain_host_memory", action="store_true",
                    help="both workers keep freed host memory for reuse (bridgetower_jax/host_memory.py)")
+    p.add_argument("--huge_pages", action="store_true",
+                   help="both workers back malloc'd memory with transparent huge pages (GLIBC_TUNABLES, "
+                        "bridgetower_jax/host_memory.py); best with --retain_host_memory")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"),
                    help="compute.dropout_impl of the JAX model (hash: fused counter-hash masks)")
     p.add_argument("--text_len", type=int, default=40)

@@ -13,6 +13,14 @@ made of many small ops, slows from 0.08 s to 0.10 s; a host input pipeline decod
 threads would contend the same way; and the process never returns freed memory to the OS.
 Entry points call `retain_freed_memory()` first thing, before any thread starts (a thread attaches
 to an arena at its first allocation).
+
+Huge pages (the environment, not this module): with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` set
+before the process starts, glibc asks for transparent huge pages on the memory it maps (kernel THP mode
+"madvise"). Together with retention the heap is mapped once in 2 MB pages: fewer TLB misses in every
+GEMM and elementwise pass. `with_huge_pages` adds the setting to a child's GLIBC_TUNABLES
+(`bench/vs_pytorch.py --huge_pages`); glibc reads it only at start-up, so a trainer takes it from the
+shell. Without retention it is no help: every step's fresh temporaries then fault in 2 MB at a time,
+and each such fault may first compact memory.
 """
 from __future__ import annotations
 
@@ -35,3 +43,12 @@ def retain_freed_memory() -> bool:
     # mallopt returns 1 on success. A trim threshold of -1 reads as the largest size_t: never trim.
     return all(libc.mallopt(param, value) == 1
                for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def with_huge_pages(tunables: str) -> str:
+    """`tunables` (a GLIBC_TUNABLES value, colon-separated) with malloc's transparent huge pages on."""
+    kept = [t for t in tunables.split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
+    return ":".join(kept + [HUGE_PAGES_TUNABLE])
