@@ -12,6 +12,8 @@ What is measured, for the same config, the same weights (transformers' random in
                             own step (`train.build_experiment` + `train.make_train_step`, configs/pretrain.py);
                             PyTorch runs BridgeTowerForMaskedLM and BridgeTowerForImageAndTextRetrieval
                             sharing one core, with torch.optim.AdamW.
+  gemms                     the forward's main products at its largest batch (`model_gemms`), each timed
+                            alone in both frameworks: how much of the forward ratio is the GEMM libraries.
 Each framework lives in its own worker process, both pinned to the same CPUs, so peak memory is per
 framework and per phase: the kernel's peak-RSS counter (VmHWM; on accelerators the device's peak bytes)
 is reset after the warm-up calls and read after the timed calls, so it holds the persistent state (weights,
@@ -122,17 +124,38 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
-def gemm_flops_per_second(matmul, sync, n: int = 2048, reps: int = 5) -> float:
-    """Best of `reps` n x n fp32 matmuls: the practical CPU peak this process can reach."""
-    matmul()
+def best_seconds(call, sync, reps: int = 5) -> float:
+    """Shortest of `reps` timed calls, after one untimed call (compilation, first touch)."""
+    call()
     sync()
     best = float("inf")
     for _ in range(reps):
         start = time.perf_counter()
-        matmul()
+        call()
         sync()
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
+    return best
+
+
+def gemm_flops_per_second(matmul, sync, n: int = 2048) -> float:
+    """FLOP/s of the best n x n fp32 matmul: the practical CPU peak this process can reach."""
+    return 2 * n ** 3 / best_seconds(matmul, sync)
+
+
+def model_gemms(cfg, batch: int, text_len: int) -> dict[str, list[int]]:
+    """The products that make up most of the MLM forward at `batch`, as [batch count, M, K, N]: each
+    framework times them alone (`gemms` phase), which separates the GEMM libraries' speed on these
+    shapes from everything else in the forward ratio."""
+    v, t = cfg.vision, cfg.text
+    rows, tokens, seq = batch * (v.num_patches + 1), batch * text_len, v.num_patches + 1
+    head = v.hidden_size // v.num_attention_heads
+    return {"vision qkv/out": [1, rows, v.hidden_size, v.hidden_size],
+            "vision fc1": [1, rows, v.hidden_size, 4 * v.hidden_size],
+            "vision fc2": [1, rows, 4 * v.hidden_size, v.hidden_size],
+            "attention q.k": [batch * v.num_attention_heads, seq, head, seq],
+            "attention p.v": [batch * v.num_attention_heads, seq, seq, head],
+            "text qkv/out": [1, tokens, t.hidden_size, t.hidden_size],
+            "mlm decoder": [1, tokens, t.hidden_size, t.vocab_size]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +222,17 @@ class JaxWorker:
         out = {}
         return {"gemm_flops": gemm_flops_per_second(lambda: out.__setitem__(0, mm(x)),
                                                      lambda: out[0].block_until_ready())}
+
+    def gemms(self, shapes: dict) -> dict:
+        """Seconds of each [batch count, M, K, N] product of `model_gemms`, alone, in the compute dtype
+        (a count of 1 is a plain 2-D product, as the model's `Dense` layers compute it)."""
+        import jax.numpy as jnp
+        dtype, out, seconds = jnp.dtype(self.cfg.compute.dtype), {}, {}
+        mm = self.jax.jit(jnp.matmul)
+        for name, (count, m, k, n) in shapes.items():
+            a, b = jnp.ones((count, m, k)[count == 1:], dtype), jnp.ones((count, k, n)[count == 1:], dtype)
+            seconds[name] = best_seconds(lambda: out.__setitem__(0, mm(a, b)), lambda: out[0].block_until_ready())
+        return seconds
 
     def begin(self, phase: str):
         """Reset the peak counter, build what the phase needs, warm up (the first call compiles)."""
@@ -342,6 +376,16 @@ class TorchWorker:
     def matmul_peak(self):
         x = self.torch.ones(2048, 2048, device=self.device)
         return {"gemm_flops": gemm_flops_per_second(lambda: x @ x, self._sync)}
+
+    def gemms(self, shapes: dict) -> dict:
+        torch = self.torch
+        dtype, seconds = (torch.bfloat16 if self.autocast else torch.float32), {}
+        with torch.inference_mode():
+            for name, (count, m, k, n) in shapes.items():
+                a, b = (torch.ones((count, m, k)[count == 1:], dtype=dtype, device=self.device),
+                        torch.ones((count, k, n)[count == 1:], dtype=dtype, device=self.device))
+                seconds[name] = best_seconds(lambda: torch.matmul(a, b), self._sync)
+        return seconds
 
     def begin(self, phase: str):
         self._reset_memory()
@@ -541,6 +585,12 @@ def run_benchmark(a) -> dict:
         results["jax_info"] = jax_w("setup", weights)
         workers = {"jax": jax_w, "torch": torch_w}
         results["gemm_flops"] = {n: w("matmul_peak")["gemm_flops"] for n, w in workers.items()}
+        shapes = model_gemms(cfg, max(a.forward_batches or [a.train_batch]), a.text_len)
+        seconds = {n: w("gemms", shapes) for n, w in workers.items()}
+        results["gemms"] = {name: {"shape_bmkn": shape, "jax_s": seconds["jax"][name], "torch_s": seconds["torch"][name],
+                                   "ratio_time": seconds["jax"][name] / seconds["torch"][name]}
+                            for name, shape in shapes.items()}
+        print(gemm_table(results["gemms"]), flush=True)
         peak = a.peak_flops or (jax_w("device_peak")["peak_flops"] if accelerator else None)
         peak_source = "--peak_flops" if a.peak_flops else ("vendor bf16 dense peak (flops.PEAK_FLOPS)"
                                                             if peak else "measured fp32 GEMM 2048^2, best of both")
@@ -620,6 +670,14 @@ def _row(phase: str, e: dict) -> str:
             f"{t['peak_memory_bytes'] / 1e9:>14.2f}{j['compile_s']:>10.1f}")
 
 
+def gemm_table(gemms: dict) -> str:
+    lines = [f"{'GEMM alone':<16}{'batch x M x K x N':>22}{'JAX ms':>9}{'torch ms':>10}{'ratio':>7}"]
+    for name, g in gemms.items():
+        lines.append(f"{name:<16}{' x '.join(map(str, g['shape_bmkn'])):>22}{1e3 * g['jax_s']:>9.2f}"
+                     f"{1e3 * g['torch_s']:>10.2f}{g['ratio_time']:>7.2f}")
+    return "\n".join(lines)
+
+
 def print_table(r: dict) -> None:
     print()
     print(f"{r['preset']} on {r['device']} ({r['cpu_model']}, {r['threads']} threads), {r['compute']['dtype']}, "
@@ -627,6 +685,8 @@ def print_table(r: dict) -> None:
     print(HEADER)
     for phase, e in r["phases"].items():
         print(_row(phase, e))
+    if "gemms" in r:
+        print(gemm_table(r["gemms"]))
     if "forward_b1_logits_max_abs_diff" in r:
         print(f"forward_b1 MLM logits, max |JAX - torch| = {r['forward_b1_logits_max_abs_diff']:.2e}")
     for name, v in r.get("cost_analysis", {}).items():

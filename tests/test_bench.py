@@ -38,3 +38,9 @@ def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
     for v in r["cost_analysis"].values():
         assert 0.8 < v["formula_over_xla"] < 1.2
     assert r["peak_flops"] > 0 and r["xla_flags"] == "" and r["jax_info"]["xla_flags"] == ""   # as the trainer
+    # The forward's products timed alone: tiny at batch 1 has 17 image tokens (16 patches + CLS), width 128.
+    assert r["gemms"]["vision fc1"]["shape_bmkn"] == [1, 17, 128, 512]
+    assert r["gemms"]["attention q.k"]["shape_bmkn"] == [2, 17, 64, 17]
+    assert set(r["gemms"]) == set(vs_pytorch.model_gemms(vs_pytorch.model_config("tiny", {}), 1, 8))
+    for g in r["gemms"].values():
+        assert g["jax_s"] > 0 and g["torch_s"] > 0 and g["ratio_time"] > 0

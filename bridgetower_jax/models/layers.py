@@ -183,6 +183,28 @@ def _gelu_exact_bwd(x, g):
 gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
 
 
+# `jax.nn.softmax` is differentiated through `exp(x - max) / sum` unless the global flag
+# `jax_softmax_custom_jvp` is set (off by default in this JAX): the backward pass then keeps both the
+# exponentials and the probabilities of every [B, N, Tq, Tk] score array, and reads both again. Its
+# gradient only needs the probabilities, so they are the one residual here.
+@jax.custom_vjp
+def softmax_last_axis(x: jax.Array) -> jax.Array:
+    """`jax.nn.softmax(x, axis=-1)` (the same forward) whose backward pass keeps only the output."""
+    return jax.nn.softmax(x, axis=-1)
+
+
+def _softmax_last_axis_fwd(x):
+    y = softmax_last_axis(x)
+    return y, y
+
+
+def _softmax_last_axis_bwd(y, g):
+    return (y * (g - jnp.sum(g * y, axis=-1, keepdims=True)),)
+
+
+softmax_last_axis.defvjp(_softmax_last_axis_fwd, _softmax_last_axis_bwd)
+
+
 def _fmix32(x: jax.Array) -> jax.Array:
     """MurmurHash3's 32-bit finaliser: a bijection on uint32 with full avalanche."""
     x = x ^ (x >> 16)
@@ -257,7 +279,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
     if key_mask is not None:
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    probs = softmax_last_axis(scores).astype(v.dtype)
     if dropout_rate > 0.0 and not deterministic:
         keep = dropout_keep_mask(dropout_rng, 1.0 - dropout_rate, probs.shape, dropout_impl)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
