@@ -1,7 +1,7 @@
 """Side by side: this project's BridgeTower against transformers' BridgeTower (PyTorch), same run.
 
     python -m bench.vs_pytorch --preset tiny --json bench/results/tiny_cpu.json
-    python -m bench.vs_pytorch --preset base --retain_host_memory --huge_pages --reps 4 --train_reps 6 --json bench/results/base_cpu.json
+    python -m bench.vs_pytorch --preset base --retain_host_memory --huge_pages --reps 4 --train_reps 10 --json bench/results/base_cpu.json
     python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
 
 What is measured, for the same config, the same weights (transformers' random init, converted with
@@ -223,16 +223,14 @@ class JaxWorker:
         return {"gemm_flops": gemm_flops_per_second(lambda: out.__setitem__(0, mm(x)),
                                                      lambda: out[0].block_until_ready())}
 
-    def gemms(self, shapes: dict) -> dict:
-        """Seconds of each [batch count, M, K, N] product of `model_gemms`, alone, in the compute dtype
-        (a count of 1 is a plain 2-D product, as the model's `Dense` layers compute it)."""
+    def gemm(self, shape: list) -> float:
+        """Best seconds of one [batch count, M, K, N] product of `model_gemms`, alone, in the compute
+        dtype (a count of 1 is a plain 2-D product, as the model's `Dense` layers compute it)."""
         import jax.numpy as jnp
-        dtype, out, seconds = jnp.dtype(self.cfg.compute.dtype), {}, {}
-        mm = self.jax.jit(jnp.matmul)
-        for name, (count, m, k, n) in shapes.items():
-            a, b = jnp.ones((count, m, k)[count == 1:], dtype), jnp.ones((count, k, n)[count == 1:], dtype)
-            seconds[name] = best_seconds(lambda: out.__setitem__(0, mm(a, b)), lambda: out[0].block_until_ready())
-        return seconds
+        count, m, k, n = shape
+        dtype, out, mm = jnp.dtype(self.cfg.compute.dtype), {}, self.jax.jit(jnp.matmul)
+        a, b = jnp.ones((count, m, k)[count == 1:], dtype), jnp.ones((count, k, n)[count == 1:], dtype)
+        return best_seconds(lambda: out.__setitem__(0, mm(a, b)), lambda: out[0].block_until_ready())
 
     def begin(self, phase: str):
         """Reset the peak counter, build what the phase needs, warm up (the first call compiles)."""
@@ -377,15 +375,14 @@ class TorchWorker:
         x = self.torch.ones(2048, 2048, device=self.device)
         return {"gemm_flops": gemm_flops_per_second(lambda: x @ x, self._sync)}
 
-    def gemms(self, shapes: dict) -> dict:
+    def gemm(self, shape: list) -> float:
         torch = self.torch
-        dtype, seconds = (torch.bfloat16 if self.autocast else torch.float32), {}
+        count, m, k, n = shape
+        dtype = torch.bfloat16 if self.autocast else torch.float32
         with torch.inference_mode():
-            for name, (count, m, k, n) in shapes.items():
-                a, b = (torch.ones((count, m, k)[count == 1:], dtype=dtype, device=self.device),
-                        torch.ones((count, k, n)[count == 1:], dtype=dtype, device=self.device))
-                seconds[name] = best_seconds(lambda: torch.matmul(a, b), self._sync)
-        return seconds
+            a, b = (torch.ones((count, m, k)[count == 1:], dtype=dtype, device=self.device),
+                    torch.ones((count, k, n)[count == 1:], dtype=dtype, device=self.device))
+            return best_seconds(lambda: torch.matmul(a, b), self._sync)
 
     def begin(self, phase: str):
         self._reset_memory()
@@ -542,6 +539,17 @@ def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory:
     return env
 
 
+def time_gemms(workers: dict, shapes: dict, rounds: int = 3) -> dict:
+    """Each shape's best time per framework over `rounds`, the two workers alternating (as the phases)."""
+    best = {name: {"jax": float("inf"), "torch": float("inf")} for name in shapes}
+    for r in range(rounds):
+        for name, shape in shapes.items():
+            for side in (("jax", "torch") if r % 2 == 0 else ("torch", "jax")):
+                best[name][side] = min(best[name][side], workers[side]("gemm", shape))
+    return {name: {"shape_bmkn": shape, "jax_s": best[name]["jax"], "torch_s": best[name]["torch"],
+                   "ratio_time": best[name]["jax"] / best[name]["torch"]} for name, shape in shapes.items()}
+
+
 def summarize(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
 
@@ -585,11 +593,7 @@ def run_benchmark(a) -> dict:
         results["jax_info"] = jax_w("setup", weights)
         workers = {"jax": jax_w, "torch": torch_w}
         results["gemm_flops"] = {n: w("matmul_peak")["gemm_flops"] for n, w in workers.items()}
-        shapes = model_gemms(cfg, max(a.forward_batches or [a.train_batch]), a.text_len)
-        seconds = {n: w("gemms", shapes) for n, w in workers.items()}
-        results["gemms"] = {name: {"shape_bmkn": shape, "jax_s": seconds["jax"][name], "torch_s": seconds["torch"][name],
-                                   "ratio_time": seconds["jax"][name] / seconds["torch"][name]}
-                            for name, shape in shapes.items()}
+        results["gemms"] = time_gemms(workers, model_gemms(cfg, max(a.forward_batches or [a.train_batch]), a.text_len))
         print(gemm_table(results["gemms"]), flush=True)
         peak = a.peak_flops or (jax_w("device_peak")["peak_flops"] if accelerator else None)
         peak_source = "--peak_flops" if a.peak_flops else ("vendor bf16 dense peak (flops.PEAK_FLOPS)"
