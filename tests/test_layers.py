@@ -67,6 +67,30 @@ def test_dense_as_one_2d_gemm_equals_the_einsum(features, contract_dims, in_shap
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def test_layer_norm_with_normalised_input_residual_has_exact_gradients():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 6), jnp.float64) * 3 + 1
+    scale, bias = (jax.random.normal(jax.random.PRNGKey(i), (6,), jnp.float64) for i in (1, 2))
+
+    def plain(x, scale, bias):
+        mean = x.mean(-1, keepdims=True)
+        return (x - mean) / jnp.sqrt(jnp.square(x - mean).mean(-1, keepdims=True) + 1e-5) * scale + bias
+
+    (value, grads), (ref_value, ref_grads) = (_grads(lambda *a: layers.layer_norm(*a, 1e-5), x, scale, bias),
+                                              _grads(plain, x, scale, bias))
+    np.testing.assert_allclose(value, ref_value, rtol=1e-13)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+
+
+def test_layer_norm_keeps_dtypes_of_bfloat16_inputs_and_float32_parameters():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8)).astype(jnp.bfloat16)
+    scale, bias = jnp.ones(8, jnp.float32), jnp.zeros(8, jnp.float32)
+    y, backward = jax.vjp(lambda *a: layers.layer_norm(*a, 1e-5), x, scale, bias)
+    assert y.dtype == jnp.float32          # statistics and result in float32; the module casts
+    dx, ds, db = backward(jnp.ones_like(y))
+    assert (dx.dtype, ds.dtype, db.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
+
+
 def test_softmax_with_output_only_residual_has_the_exact_gradient():
     # Rows of scores with keys masked the way attention masks them (the dtype's most negative value).
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 7), jnp.float64) * 4

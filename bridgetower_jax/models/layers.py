@@ -7,6 +7,7 @@ activations back to f32.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -109,13 +110,46 @@ class LayerNorm(nn.Module):
                            (features,), self.param_dtype)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
                           (features,), self.param_dtype)
-        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        xf = x.astype(stat_dtype)
-        mean = xf.mean(-1, keepdims=True)
-        var = jnp.square(xf - mean).mean(-1, keepdims=True)
-        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
-        y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
-        return y.astype(self.dtype)
+        return layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)
+
+
+def _normalize(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """(x - mean) / sqrt(biased var + eps) over the last axis in >= float32, and that 1 / sqrt."""
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    centred = xf - xf.mean(-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.square(centred).mean(-1, keepdims=True) + epsilon)
+    return centred * rstd, rstd
+
+
+# Plain autodiff of the normalisation keeps two or three arrays of the input's size per LayerNorm (the
+# centred input, the normalised one, twice the centred one for the square); its gradient needs only
+# the normalised input and one scalar per row.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    """LayerNorm over the last axis, in >= float32 (the result is in that dtype)."""
+    x_hat, _ = _normalize(x, epsilon)
+    return x_hat * scale.astype(x_hat.dtype) + bias.astype(x_hat.dtype)
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+    x_hat, rstd = _normalize(x, epsilon)
+    y = x_hat * scale.astype(x_hat.dtype) + bias.astype(x_hat.dtype)
+    # The zero-size arrays carry the input and parameter dtypes to the backward pass.
+    return y, (x_hat, rstd, scale, jnp.zeros((0,), x.dtype), jnp.zeros((0,), bias.dtype))
+
+
+def _layer_norm_bwd(epsilon, residuals, g):
+    x_hat, rstd, scale, x_like, bias_like = residuals
+    g = g.astype(x_hat.dtype)
+    leading = tuple(range(g.ndim - 1))
+    d_scale = jnp.sum(g * x_hat, axis=leading).astype(scale.dtype)
+    d_bias = jnp.sum(g, axis=leading).astype(bias_like.dtype)
+    d_xhat = g * scale.astype(x_hat.dtype)
+    d_x = rstd * (d_xhat - d_xhat.mean(-1, keepdims=True) - x_hat * (d_xhat * x_hat).mean(-1, keepdims=True))
+    return d_x.astype(x_like.dtype), d_scale, d_bias
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 class Embed(nn.Module):
