@@ -44,3 +44,24 @@ def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
     assert set(r["gemms"]) == set(vs_pytorch.model_gemms(vs_pytorch.model_config("tiny", {}), 1, 8))
     for g in r["gemms"].values():
         assert g["jax_s"] > 0 and g["torch_s"] > 0 and g["ratio_time"] > 0
+
+
+def test_plot_draws_one_bar_per_phase_and_a_tick_per_target(tmp_path):
+    import xml.etree.ElementTree as ET
+    from bench import plot
+    files = [ROOT / "bench" / "results" / name for name in ("tiny_cpu.json", "base_cpu.json")]
+    out = tmp_path / "ratios.svg"
+    plot.main([str(f) for f in files] + ["--out", str(out)])
+    ns = "{http://www.w3.org/2000/svg}"
+    svg = ET.parse(out).getroot()
+    results = [json.loads(f.read_text()) for f in files]
+    ratios = [e["ratio_time"] for r in results for e in r["phases"].values()]
+    rects = svg.findall(f"{ns}rect")
+    assert len(rects) == len(ratios)
+    # Bar lengths follow the ratios; red exactly where a phase misses its target.
+    widths = [float(r.get("width")) for r in rects]
+    assert all(abs(w / widths[0] - q / ratios[0]) < 1e-2 for w, q in zip(widths, ratios))
+    rows = plot.bars(results)
+    assert [r.get("fill") == "#e45756" for r in rects] == [t is not None and q > t for _, q, t in rows]
+    ticks = [line for line in svg.findall(f"{ns}line") if line.get("stroke") == "black"]
+    assert len(ticks) == sum(t is not None for _, _, t in rows) == 3     # base train, base forward_b4, tiny train
