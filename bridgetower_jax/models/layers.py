@@ -127,8 +127,7 @@ def _normalize(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
     """LayerNorm over the last axis, in >= float32 (the result is in that dtype)."""
-    x_hat, _ = _normalize(x, epsilon)
-    return x_hat * scale.astype(x_hat.dtype) + bias.astype(x_hat.dtype)
+    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
 
 def _layer_norm_fwd(x, scale, bias, epsilon):
