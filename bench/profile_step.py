@@ -33,7 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--remat", action="store_true")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
     p.add_argument("--retain_host_memory", action="store_true",
-                   help="keep freed host memory for reuse (bridgetower_jax/host_memory.py)")
+                   help="keep freed large host blocks for reuse (bridgetower_jax/host_memory.py; re-executes "
+                        "this process with the large-block cache preloaded)")
     p.add_argument("--trace", help="directory for the profiler trace and the HLO dump")
     p.add_argument("--top", type=int, default=25, help="rows of the per-op table")
     return p.parse_args(argv)
@@ -122,8 +123,10 @@ def main(argv=None) -> None:
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     faults = (page_faults() - faults) / max(a.reps, 1)
+    cache = host_memory.stats()
+    cached = f"; large-block cache {cache['mapped_bytes'] / 1e9:.2f} GB mapped" if cache else ""
     print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; "
-          f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step", flush=True)
+          f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step{cached}", flush=True)
     if not a.trace:
         return
     jax.profiler.start_trace(a.trace)

@@ -1,7 +1,7 @@
 """Side by side: this project's BridgeTower against transformers' BridgeTower (PyTorch), same run.
 
-    python -m bench.vs_pytorch --preset tiny --json bench/results/tiny_cpu.json
-    python -m bench.vs_pytorch --preset base --retain_host_memory --huge_pages --reps 4 --train_reps 10 --json bench/results/base_cpu.json
+    python -m bench.vs_pytorch --preset tiny --retain_host_memory --json bench/results/tiny_cpu.json
+    python -m bench.vs_pytorch --preset base --retain_host_memory --reps 4 --train_reps 10 --json bench/results/base_cpu.json
     python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
 
 What is measured, for the same config, the same weights (transformers' random init, converted with
@@ -456,7 +456,7 @@ class TorchWorker:
 def worker_main(a) -> None:
     """Serve commands from the parent: {"cmd": name, "arg": ...} -> {"ok": result} or {"error": text}."""
     from bridgetower_jax import host_memory
-    host_memory.retain_freed_memory()  # both workers alike (--retain_host_memory sets the variable)
+    host_memory.retain_freed_memory()  # a no-op: the parent preloads the cache in both workers, or in neither
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                      # library chatter goes to stderr, the protocol owns the real stdout
     worker = (JaxWorker if a.worker == "jax" else TorchWorker)(a)
@@ -521,10 +521,10 @@ def detect_device(requested: str) -> str:
 def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory: bool = False,
                huge_pages: bool = False) -> dict:
     from bridgetower_jax import host_memory
-    env = dict(os.environ)
-    env[host_memory.ENV] = "1" if retain_host_memory else "0"
+    env = host_memory.with_large_block_cache(dict(os.environ), on=retain_host_memory)   # both workers alike
     if huge_pages:
         env["GLIBC_TUNABLES"] = host_memory.with_huge_pages(env.get("GLIBC_TUNABLES", ""))
+        env[host_memory.HUGE_PAGES_ENV] = "1"
     env.update(OMP_NUM_THREADS=str(len(cpus)), MKL_NUM_THREADS=str(len(cpus)), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if device == "cpu":
@@ -707,10 +707,12 @@ def parse_args(argv=None):
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--retain_host_memory", action="store_true",
-                   help="both workers keep freed host memory for reuse (bridgetower_jax/host_memory.py)")
+                   help="both workers keep freed large host blocks for reuse (the large-block cache, "
+                        "bridgetower_jax/host_memory.py)")
     p.add_argument("--huge_pages", action="store_true",
-                   help="both workers back malloc'd memory with transparent huge pages (GLIBC_TUNABLES, "
-                        "bridgetower_jax/host_memory.py); best with --retain_host_memory")
+                   help="both workers back malloc'd memory with transparent huge pages (GLIBC_TUNABLES and "
+                        "the large-block cache's range, bridgetower_jax/host_memory.py); best with "
+                        "--retain_host_memory")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"),
                    help="compute.dropout_impl of the JAX model (hash: fused counter-hash masks)")
     p.add_argument("--text_len", type=int, default=40)

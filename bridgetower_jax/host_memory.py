@@ -1,48 +1,107 @@
-"""Opt-in: keep freed host memory in the process, so that XLA:CPU's per-step buffers are not faulted
-in afresh. Set BRIDGETOWER_RETAIN_HOST_MEMORY=1 for large models trained or benchmarked on CPU.
+"""Opt-in: keep freed large host blocks mapped for reuse, so that XLA:CPU's per-step temporaries are
+not faulted in afresh. Set BRIDGETOWER_RETAIN_HOST_MEMORY=1 for models trained or benchmarked on CPU.
 
-XLA:CPU allocates each step's temporaries (several GB for BridgeTower-base) with malloc and frees them
-at the end of the step. glibc serves every allocation above 32 MB with its own mmap and unmaps it on
-free, so each step touches ~4.6 GB of brand-new pages: 1.2 M page faults, ~0.8 s of a 9.2 s base
-train step on a 2-core CPU (`bench/profile_step.py` prints faults per step). With mmap off, trimming
-off and one arena (a thread's own arena cannot grow past 64 MB and maps such blocks anyway), freed
-blocks go back to the heap and the next step reuses them already mapped: 0 faults, 8.4 s.
+XLA:CPU allocates each step's temporaries with malloc (one block: 72 MB for the tiny benchmark model,
+2.4 GB for BridgeTower-base at batch 2) and frees them when the step ends. glibc serves every block
+above 32 MB with its own mmap and unmaps it on free, so each step faults in its temporaries page by
+page, zero-filled by the kernel: 18 k faults in a 70 ms tiny step, 1.2 M in a base step
+(`bench/profile_step.py` prints faults per step). glibc's own settings cannot keep such blocks without
+putting every thread on one arena (a thread's arena maps anything above 64 MB), which serialises all
+small allocations.
 
-Why not by default: one arena serialises every thread's malloc. The tiny benchmark model's step,
-made of many small ops, slows from 0.08 s to 0.10 s; a host input pipeline decoding images on
-threads would contend the same way; and the process never returns freed memory to the OS.
-Entry points call `retain_freed_memory()` first thing, before any thread starts (a thread attaches
-to an arena at its first allocation).
+`native/large_block_cache.c` is a malloc interposer that takes only the large requests (16 MiB and
+up): they come from one reserved address range in 2 MiB units, and a freed block stays mapped on a
+free list for the next request; everything else goes to glibc unchanged. It is built with the
+system C compiler on first use (`library_path`, cached per source version) and loaded with
+LD_PRELOAD, which the dynamic loader reads only at start-up: entry points call
+`retain_freed_memory()` first thing, which re-executes the process with LD_PRELOAD set when the
+variable asks for it and the library is not loaded yet. The cost: the process keeps the peak of its
+large blocks mapped (it never returns them to the OS).
 
-Huge pages (the environment, not this module): with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` set
-before the process starts, glibc asks for transparent huge pages on the memory it maps (kernel THP mode
-"madvise"). Together with retention the heap is mapped once in 2 MB pages: fewer TLB misses in every
-GEMM and elementwise pass. `with_huge_pages` adds the setting to a child's GLIBC_TUNABLES
-(`bench/vs_pytorch.py --huge_pages`); glibc reads it only at start-up, so a trainer takes it from the
-shell. Without retention it is no help: every step's fresh temporaries then fault in 2 MB at a time,
-and each such fault may first compact memory.
+Huge pages (the environment): BRIDGETOWER_LARGE_BLOCK_HUGE_PAGES=1 asks for transparent huge pages
+(kernel THP mode "madvise") on the cache's range, and `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on what
+glibc maps (`with_huge_pages` adds it to a child's tunables); both are read at start-up. Retained
+blocks are then mapped once in 2 MB pages (`bench/vs_pytorch.py --huge_pages` sets both).
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import pathlib
+import subprocess
+import sys
 
 ENV = "BRIDGETOWER_RETAIN_HOST_MEMORY"
-# mallopt(3) parameters.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+HUGE_PAGES_ENV = "BRIDGETOWER_LARGE_BLOCK_HUGE_PAGES"
+SOURCE = pathlib.Path(__file__).parent / "native" / "large_block_cache.c"
+_STATS_SYMBOL = "bridgetower_large_block_stats"
+# Set on the re-executed process: if the loader still did not load the library, say so once and go on.
+_REEXECUTED = "BRIDGETOWER_LARGE_BLOCK_CACHE_REEXECUTED"
+
+
+def _cache_dir() -> pathlib.Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(root) / "bridgetower_jax"
+
+
+def library_path() -> str:
+    """The built interposer (compiled from SOURCE with $CC, default cc, the first time it is asked for)."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    out = _cache_dir() / f"large_block_cache-{digest}.so"
+    if out.exists():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CC", "cc")
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")   # concurrent builders each rename their own
+    cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-lpthread", "-ldl"]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise RuntimeError(f"{ENV}=1 needs a C compiler to build {SOURCE.name}: '{compiler}' was not found "
+                           f"(install gcc, set CC, or unset {ENV})") from None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"building {SOURCE} failed ({' '.join(cmd)}):\n{e.stderr}") from None
+    os.replace(partial, out)
+    return str(out)
+
+
+def with_large_block_cache(env: dict, on: bool = True) -> dict:
+    """A copy of `env` (a child's environment) that preloads the interposer (on) or does not (off)."""
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split()
+               if not os.path.basename(p).startswith("large_block_cache-")]
+    if on:
+        preload.insert(0, library_path())
+    return {**env, ENV: "1" if on else "0", "LD_PRELOAD": " ".join(preload)}
+
+
+def stats() -> dict | None:
+    """The interposer's counters in this process, or None when it is not loaded."""
+    try:
+        read = getattr(ctypes.CDLL(None), _STATS_SYMBOL)
+    except (AttributeError, OSError):
+        return None
+    out = (ctypes.c_size_t * 4)()
+    read(out)
+    return {"mapped_bytes": out[0], "live_bytes": out[1], "free_extents": out[2], "fallbacks": out[3]}
 
 
 def retain_freed_memory() -> bool:
-    """If BRIDGETOWER_RETAIN_HOST_MEMORY=1, ask glibc to keep freed memory for reuse. True if applied."""
+    """If BRIDGETOWER_RETAIN_HOST_MEMORY=1, make sure the interposer is loaded, re-executing this process
+    with LD_PRELOAD set if it is not (call it before anything else). True if it is loaded."""
     if os.environ.get(ENV, "0") != "1":
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:     # not glibc (macOS, musl): nothing to do
+    if stats() is not None:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get(_REEXECUTED) == "1":
+        print(f"warning: {ENV}=1 but the large-block cache could not be loaded (LD_PRELOAD="
+              f"{os.environ.get('LD_PRELOAD', '')!r}, platform {sys.platform}); freed host memory is not "
+              "kept", file=sys.stderr, flush=True)
         return False
-    # mallopt returns 1 on success. A trim threshold of -1 reads as the largest size_t: never trim.
-    return all(libc.mallopt(param, value) == 1
-               for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+    env = {**with_large_block_cache(dict(os.environ)), _REEXECUTED: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"

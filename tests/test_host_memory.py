@@ -1,49 +1,217 @@
-"""retain_freed_memory: a freed large block is reused without faulting in fresh pages; with_huge_pages:
-glibc maps it in 2 MB pages."""
+"""The large-block cache (bridgetower_jax/native/large_block_cache.c, preloaded): freed large blocks come
+back without fresh page faults; calloc, realloc, aligned requests, threads and fork behave as glibc's;
+small requests stay glibc's; a full range falls back to glibc; entry points re-execute themselves with
+the library preloaded; XLA:CPU's per-step temporaries are reused."""
+import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-PROBE = r"""
-import ctypes
 from bridgetower_jax import host_memory
-applied = host_memory.retain_freed_memory()
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-SIZE = 512 << 20                      # as XLA:CPU's per-step temporaries: one block far above 32 MB
 
-def faults():
-    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-    return int(fields[7]) + int(fields[9])
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which(os.environ.get("CC", "cc")) is None,
+    reason="an LD_PRELOAD malloc interposer: Linux with a C compiler")
 
-def touch_and_free():
-    block = libc.malloc(SIZE)
-    ctypes.memset(block, 1, SIZE)
-    libc.free(block)
+MB = 1 << 20
 
-first = faults()
-touch_and_free()
-before = faults()
-touch_and_free()                      # the next step's allocation of the same size
-print(int(applied), faults() - before, before - first)
+# Helpers every probe starts with: libc through ctypes, the process's page faults, the cache's counters.
+PRELUDE = textwrap.dedent(r"""
+    import ctypes, json, os, sys
+    from bridgetower_jax import host_memory
+    libc = ctypes.CDLL(None)               # the global scope: the preloaded interposer comes first
+    for name, res, args in (("malloc", ctypes.c_void_p, [ctypes.c_size_t]),
+                            ("calloc", ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_size_t]),
+                            ("realloc", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t]),
+                            ("free", None, [ctypes.c_void_p]),
+                            ("malloc_usable_size", ctypes.c_size_t, [ctypes.c_void_p]),
+                            ("posix_memalign", ctypes.c_int,
+                             [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t])):
+        fn = getattr(libc, name)
+        fn.restype, fn.argtypes = res, args
+    MB = 1 << 20
+
+    def faults():
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[7]) + int(fields[9])
+
+    def view(p, n):
+        return (ctypes.c_ubyte * n).from_address(p)
+""")
+
+
+def run_probe(body: str, cache: bool = True, **env) -> dict:
+    """Runs PRELUDE + body in a fresh interpreter (with the cache preloaded or not); body prints JSON."""
+    full = {**host_memory.with_large_block_cache(dict(os.environ), on=cache), **env}
+    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=full,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+REUSE = r"""
+    SIZE = 512 * MB                       # as XLA:CPU's per-step temporaries: one block far above 32 MB
+    first = libc.malloc(SIZE)
+    ctypes.memset(first, 1, SIZE)
+    libc.free(first)
+    before = faults()
+    second = libc.malloc(SIZE)            # the next step's request of the same size
+    ctypes.memset(second, 1, SIZE)
+    print(json.dumps({"same": first == second, "faults": faults() - before, "stats": host_memory.stats()}))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
-def test_second_large_allocation_reuses_mapped_pages():
-    def run(retain: str) -> tuple[int, int]:
-        env = {**os.environ, "BRIDGETOWER_RETAIN_HOST_MEMORY": retain}
-        out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-        applied, faults, _ = map(int, out.stdout.split())
-        return applied, faults
-    applied, retained = run("1")
-    skipped, default = run("0")
-    assert applied == 1 and skipped == 0
-    assert default > 100_000            # 512 MB of 4 kB pages, mapped afresh by glibc's mmap
-    assert retained < 1_000             # served from the retained heap
+def test_a_freed_large_block_comes_back_without_page_faults():
+    cached = run_probe(REUSE)
+    assert cached["same"] and cached["faults"] < 1_000
+    assert cached["stats"]["mapped_bytes"] == 512 * MB and cached["stats"]["live_bytes"] == 512 * MB
+    plain = run_probe(REUSE, cache=False)
+    assert plain["stats"] is None
+    assert plain["faults"] > 100_000      # glibc maps it afresh: 131 k pages of 4 kB
+
+
+def test_calloc_of_a_reused_block_is_zeroed_and_realloc_keeps_contents():
+    out = run_probe(r"""
+        a = libc.malloc(40 * MB)
+        ctypes.memset(a, 0xAB, 40 * MB)
+        libc.free(a)
+        z = libc.calloc(4, 10 * MB)
+        zeroed = z == a and bytes(view(z, 40 * MB)).count(0) == 40 * MB
+        ctypes.memset(z, 7, 40 * MB)
+        shrunk = libc.realloc(z, 20 * MB)           # still large: the same block
+        grown = libc.realloc(shrunk, 100 * MB)      # moves, keeps the first 40 MB
+        kept = bytes(view(grown, 40 * MB)).count(7) == 40 * MB
+        small = libc.realloc(grown, 4096)           # back to glibc, keeps its first 4 kB
+        kept_small = bytes(view(small, 4096)).count(7) == 4096
+        libc.free(small)
+        print(json.dumps({"zeroed": zeroed, "in_place": shrunk == z, "kept": kept, "kept_small": kept_small,
+                          "stats": host_memory.stats()}))
+    """)
+    assert out["zeroed"] and out["in_place"] and out["kept"] and out["kept_small"]
+    assert out["stats"]["live_bytes"] == 0
+
+
+def test_free_neighbours_coalesce_and_the_best_fit_is_taken():
+    out = run_probe(r"""
+        a, b, c = libc.malloc(40 * MB), libc.malloc(40 * MB), libc.malloc(20 * MB)
+        adjacent = b == a + 40 * MB and c == b + 40 * MB
+        libc.free(a); libc.free(b)                  # one free extent of 80 MB below c
+        big = libc.malloc(80 * MB)
+        libc.free(c)
+        fits = libc.malloc(18 * MB)                 # c's 20 MB, above big: nothing new mapped
+        print(json.dumps({"adjacent": adjacent, "big_at_a": big == a, "fits_at_c": fits == c,
+                          "stats": host_memory.stats()}))
+    """)
+    assert out["adjacent"] and out["big_at_a"] and out["fits_at_c"]
+    assert out["stats"]["mapped_bytes"] == 100 * MB
+    assert out["stats"]["free_extents"] == 1 and out["stats"]["live_bytes"] == 98 * MB   # c's last 2 MB unit
+
+
+def test_aligned_and_small_requests():
+    out = run_probe(r"""
+        p = ctypes.c_void_p()
+        rc = libc.posix_memalign(ctypes.byref(p), 4096, 24 * MB)
+        large = host_memory.stats()["live_bytes"]
+        small = libc.malloc(1000)
+        small_size = libc.malloc_usable_size(small)
+        after_small = host_memory.stats()["live_bytes"]
+        print(json.dumps({"rc": rc, "aligned": p.value % (2 * MB) == 0, "live": large, "after_small": after_small,
+                          "usable": libc.malloc_usable_size(p.value), "small_usable": small_size}))
+    """)
+    assert out["rc"] == 0 and out["aligned"]
+    assert out["live"] == out["after_small"] == 24 * MB and out["usable"] == 24 * MB
+    assert 1000 <= out["small_usable"] < 2000    # glibc's own chunk
+
+
+def test_a_full_range_falls_back_to_glibc():
+    out = run_probe(r"""
+        a = libc.malloc(48 * MB)
+        b = libc.malloc(48 * MB)                    # does not fit in the 64 MB range
+        ctypes.memset(b, 3, 48 * MB)
+        s = host_memory.stats()
+        libc.free(b); libc.free(a)
+        print(json.dumps({"b": bool(b), "stats": s, "after": host_memory.stats()}))
+    """, BRIDGETOWER_LARGE_BLOCK_SPAN_BYTES=str(64 * MB))
+    assert out["b"] and out["stats"]["fallbacks"] == 1 and out["stats"]["live_bytes"] == 48 * MB
+    assert out["after"]["live_bytes"] == 0
+
+
+def test_threads_and_fork():
+    out = run_probe(r"""
+        import random, threading
+        errors = []
+
+        def churn(seed):
+            rng = random.Random(seed)
+            for _ in range(150):
+                blocks = []
+                for _ in range(3):
+                    n = rng.choice([rng.randrange(16 * MB, 64 * MB), rng.randrange(1, 1 << 16)])
+                    p = libc.malloc(n)
+                    view(p, n)[0] = view(p, n)[n - 1] = seed
+                    blocks.append((p, n))
+                for p, n in blocks:
+                    if view(p, n)[0] != seed or view(p, n)[n - 1] != seed:
+                        errors.append((seed, p))
+                    libc.free(p)
+
+        threads = [threading.Thread(target=churn, args=(s,)) for s in range(1, 5)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        held = libc.malloc(32 * MB)
+        pid = os.fork()
+        if pid == 0:                                # the child allocates from its copy of the range
+            q = libc.malloc(32 * MB)
+            ctypes.memset(q, 1, 32 * MB)
+            libc.free(q)
+            os._exit(0 if q != held else 1)
+        _, status = os.waitpid(pid, 0)
+        libc.free(held)
+        print(json.dumps({"errors": len(errors), "child": status, "stats": host_memory.stats()}))
+    """)
+    assert out["errors"] == 0 and out["child"] == 0
+    assert out["stats"]["live_bytes"] == 0 and out["stats"]["fallbacks"] == 0
+
+
+def test_entry_points_reexecute_with_the_library_preloaded():
+    code = ("import os, sys; from bridgetower_jax import host_memory; applied = host_memory.retain_freed_memory(); "
+            "print(applied, host_memory.stats() is not None, sys.argv[1:])")
+    base = host_memory.with_large_block_cache(dict(os.environ), on=False)
+
+    def run(flag: str) -> str:
+        return subprocess.run([sys.executable, "-c", code, "--some_flag=1"], env={**base, host_memory.ENV: flag},
+                              capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    assert run("1") == "True True ['--some_flag=1']"     # re-executed, with the same arguments
+    assert run("0") == "False False ['--some_flag=1']"
+
+
+def test_a_missing_compiler_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))     # nothing built there yet
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(RuntimeError, match="/nonexistent/cc"):
+        host_memory.library_path()
+
+
+def test_xla_step_temporaries_are_reused():
+    """A jitted step with a 64 MB temporary: the third call faults in (almost) nothing with the cache."""
+    body = r"""
+        import jax, jax.numpy as jnp
+        f = jax.jit(lambda x: (jnp.tanh(x @ x.T) @ x).sum())   # a [4096, 4096] f32 temporary
+        x = jnp.ones((4096, 256), jnp.float32) / 256
+        f(x).block_until_ready(); f(x).block_until_ready()
+        before = faults()
+        value = float(f(x))
+        print(json.dumps({"faults": faults() - before, "value": value, "stats": host_memory.stats()}))
+    """
+    cached, plain = run_probe(body, JAX_PLATFORMS="cpu"), run_probe(body, cache=False, JAX_PLATFORMS="cpu")
+    assert cached["value"] == plain["value"]
+    assert plain["faults"] > 10_000                 # 64 MB of 4 kB pages, mapped afresh every call
+    assert cached["faults"] < 2_000
+    assert cached["stats"]["mapped_bytes"] >= 64 * MB
 
 
 def _transparent_huge_pages() -> str:
@@ -56,18 +224,17 @@ def _transparent_huge_pages() -> str:
 
 @pytest.mark.skipif(_transparent_huge_pages() not in ("madvise", "always"),
                     reason="the kernel gives no transparent huge pages")
-def test_huge_pages_tunable_maps_the_heap_in_2mb_pages():
-    from bridgetower_jax import host_memory
-    env = {**os.environ, "BRIDGETOWER_RETAIN_HOST_MEMORY": "1",
-           "GLIBC_TUNABLES": host_memory.with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    _, retained, first_touch = map(int, out.stdout.split())
-    assert retained < 1_000
-    assert first_touch < 20_000         # 512 MB: ~256 faults of 2 MB (131 k of 4 kB without the tunable)
+def test_huge_pages_map_the_range_in_2mb_pages():
+    out = run_probe(r"""
+        before = faults()
+        block = libc.malloc(512 * MB)
+        ctypes.memset(block, 1, 512 * MB)
+        print(json.dumps({"faults": faults() - before}))
+    """, **{host_memory.HUGE_PAGES_ENV: "1"})
+    assert out["faults"] < 20_000     # ~256 faults of 2 MB (131 k of 4 kB without)
 
 
 def test_with_huge_pages_keeps_other_tunables():
-    from bridgetower_jax import host_memory
     assert host_memory.with_huge_pages("") == "glibc.malloc.hugetlb=1"
     assert host_memory.with_huge_pages("glibc.malloc.hugetlb=0:glibc.malloc.tcache_count=9") == \
         "glibc.malloc.tcache_count=9:glibc.malloc.hugetlb=1"
