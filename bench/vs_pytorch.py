@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bridgetower_jax import host_memory
 from bridgetower_jax.data.text import mlm_prediction_slots
 
 PRESET_NAMES = ("tiny", "base")
@@ -203,7 +204,8 @@ class JaxWorker:
         device = jax.devices()[0]
         return {"params": int(sum(x.size for x in jax.tree.leaves(self.params))), "device": device.device_kind,
                 "platform": device.platform, "jax": jax.__version__,
-                "xla_flags": os.environ.get("XLA_FLAGS", ""), "compute": cfg.compute.__dict__}
+                "xla_flags": os.environ.get("XLA_FLAGS", ""), "compute": cfg.compute.__dict__,
+                "large_block_cache": host_memory.stats() is not None}
 
     def _batch(self, phase: str):
         if phase not in self.batches:
@@ -355,7 +357,8 @@ class TorchWorker:
         self.batches = {}
         return {"params": int(sum(p.numel() for p in params)), "torch": torch.__version__,
                 "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-                "attn_implementation": self.mlm.config._attn_implementation}
+                "attn_implementation": self.mlm.config._attn_implementation,
+                "large_block_cache": host_memory.stats() is not None}
 
     def _batch(self, phase: str):
         if phase not in self.batches:
@@ -455,7 +458,6 @@ class TorchWorker:
 
 def worker_main(a) -> None:
     """Serve commands from the parent: {"cmd": name, "arg": ...} -> {"ok": result} or {"error": text}."""
-    from bridgetower_jax import host_memory
     host_memory.retain_freed_memory()  # a no-op: the parent preloads the cache in both workers, or in neither
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                      # library chatter goes to stderr, the protocol owns the real stdout
@@ -520,7 +522,6 @@ def detect_device(requested: str) -> str:
 
 def worker_env(device: str, cpus: list[int], xla_flags: str, retain_host_memory: bool = False,
                huge_pages: bool = False) -> dict:
-    from bridgetower_jax import host_memory
     env = host_memory.with_large_block_cache(dict(os.environ), on=retain_host_memory)   # both workers alike
     if huge_pages:
         env["GLIBC_TUNABLES"] = host_memory.with_huge_pages(env.get("GLIBC_TUNABLES", ""))

@@ -11,12 +11,12 @@ small allocations.
 
 `native/large_block_cache.c` is a malloc interposer that takes only the large requests (16 MiB and
 up): they come from one reserved address range in 2 MiB units, and a freed block stays mapped on a
-free list for the next request; everything else goes to glibc unchanged. It is built with the
-system C compiler on first use (`library_path`, cached per source version) and loaded with
-LD_PRELOAD, which the dynamic loader reads only at start-up: entry points call
-`retain_freed_memory()` first thing, which re-executes the process with LD_PRELOAD set when the
-variable asks for it and the library is not loaded yet. The cost: the process keeps the peak of its
-large blocks mapped (it never returns them to the OS).
+free list for the next request. Everything else goes to glibc, which it tells to keep what it frees
+too (a fixed 16 MiB mmap threshold, no trimming). It is built with the system C compiler on first
+use (`library_path`, cached per source version) and loaded with LD_PRELOAD, which the dynamic loader
+reads only at start-up: entry points call `retain_freed_memory()` first thing, which re-executes the
+process with LD_PRELOAD set when the variable asks for it and the library is not loaded yet. The
+cost: the process keeps the peak of its freed memory mapped (it never returns it to the OS).
 
 Huge pages (the environment): BRIDGETOWER_LARGE_BLOCK_HUGE_PAGES=1 asks for transparent huge pages
 (kernel THP mode "madvise") on the cache's range, and `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on what

@@ -74,6 +74,26 @@ def test_a_freed_large_block_comes_back_without_page_faults():
     assert plain["faults"] > 100_000      # glibc maps it afresh: 131 k pages of 4 kB
 
 
+MEDIUM = r"""
+    def round_trip():                     # as PyTorch's activations or XLA's buffers: many 8 MB blocks at once
+        blocks = [libc.malloc(8 * MB) for _ in range(20)]
+        for b in blocks:
+            ctypes.memset(b, 1, 8 * MB)
+        for b in blocks:
+            libc.free(b)
+    round_trip()
+    before = faults()
+    round_trip()
+    print(json.dumps({"faults": faults() - before, "stats": host_memory.stats()}))
+"""
+
+
+def test_freed_blocks_below_the_threshold_stay_in_glibcs_heap():
+    cached = run_probe(MEDIUM)
+    assert cached["faults"] < 1_000 and cached["stats"]["mapped_bytes"] == 0   # glibc's, kept
+    assert run_probe(MEDIUM, cache=False)["faults"] > 10_000    # trimmed and faulted in again: 40 k pages
+
+
 def test_calloc_of_a_reused_block_is_zeroed_and_realloc_keeps_contents():
     out = run_probe(r"""
         a = libc.malloc(40 * MB)

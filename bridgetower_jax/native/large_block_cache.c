@@ -6,9 +6,10 @@
  * temporaries afresh (one fault per 4 KiB page, zero-filled by the kernel). Here, blocks of at least
  * BRIDGETOWER_LARGE_BLOCK_MIN_BYTES (default 16 MiB) come from one reserved address range instead,
  * in 2 MiB units, and a freed block stays mapped and goes back to a free list: the next step gets
- * the same pages, already faulted in. Every other request goes to glibc unchanged, so threads keep
- * their own arenas for small blocks (glibc's mallopt cannot do this: a thread arena maps any block
- * above 64 MB, and one shared arena serialises every thread's malloc).
+ * the same pages, already faulted in. Every other request goes to glibc, so threads keep their own
+ * arenas for small blocks (glibc's mallopt alone cannot keep large ones: a thread arena maps any
+ * block above 64 MB, and one shared arena serialises every thread's malloc); glibc is told to keep
+ * what it frees as well (a fixed mmap threshold at the cache's, no trimming).
  *
  * The cost: freed large blocks are not returned to the OS. The range's high-water mark is at most
  * the peak of large blocks live at once, plus fragmentation (free neighbours coalesce; a request
@@ -17,6 +18,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +59,12 @@ static size_t env_size(const char *name, size_t fallback) {
 
 __attribute__((constructor)) static void read_settings(void) {
   min_bytes = env_size("BRIDGETOWER_LARGE_BLOCK_MIN_BYTES", min_bytes);
+  /* Below the cache's threshold, glibc keeps what is freed too: without these it maps blocks from
+   * 128 KiB up afresh until its adaptive threshold has seen them (PyTorch's 1-16 MB activations and
+   * gradients, XLA's per-buffer allocations), and returns freed heap tops to the OS. A fixed
+   * threshold may not exceed 32 MiB (glibc refuses it, which leaves the adaptive one). */
+  if (min_bytes <= ((size_t)32 << 20)) mallopt(M_MMAP_THRESHOLD, (int)min_bytes);
+  mallopt(M_TRIM_THRESHOLD, -1); /* read as the largest size: never trim */
 }
 
 static void before_fork(void) { pthread_mutex_lock(&lock); }
