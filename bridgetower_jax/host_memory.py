@@ -29,8 +29,10 @@ import ctypes
 import hashlib
 import os
 import pathlib
+import platform
 import subprocess
 import sys
+import tempfile
 
 ENV = "BRIDGETOWER_RETAIN_HOST_MEMORY"
 HUGE_PAGES_ENV = "BRIDGETOWER_LARGE_BLOCK_HUGE_PAGES"
@@ -48,21 +50,30 @@ def _cache_dir() -> pathlib.Path:
 def library_path() -> str:
     """The built interposer (compiled from SOURCE with $CC, default cc, the first time it is asked for)."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    out = _cache_dir() / f"large_block_cache-{digest}.so"
+    out = _cache_dir() / f"large_block_cache-{platform.machine()}-{digest}.so"
+    if any(c in str(out) for c in " :"):     # LD_PRELOAD separates paths with both
+        raise RuntimeError(f"the large-block cache's path {out} has a space or colon, which LD_PRELOAD "
+                           "cannot carry; set XDG_CACHE_HOME to a plain directory")
     if out.exists():
         return str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler = os.environ.get("CC", "cc")
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")   # concurrent builders each rename their own
-    cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE), "-lpthread", "-ldl"]
+    # Each builder compiles into its own file and renames it complete: concurrent builds cannot
+    # install a partial one.
+    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".partial")
+    os.close(fd)
+    cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", partial, str(SOURCE), "-lpthread", "-ldl"]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.replace(partial, out)
     except FileNotFoundError:
         raise RuntimeError(f"{ENV}=1 needs a C compiler to build {SOURCE.name}: '{compiler}' was not found "
                            f"(install gcc, set CC, or unset {ENV})") from None
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"building {SOURCE} failed ({' '.join(cmd)}):\n{e.stderr}") from None
-    os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
     return str(out)
 
 
@@ -93,14 +104,25 @@ def retain_freed_memory() -> bool:
         return False
     if stats() is not None:
         return True
-    if not sys.platform.startswith("linux") or os.environ.get(_REEXECUTED) == "1":
-        print(f"warning: {ENV}=1 but the large-block cache could not be loaded (LD_PRELOAD="
-              f"{os.environ.get('LD_PRELOAD', '')!r}, platform {sys.platform}); freed host memory is not "
+    why = None
+    if not sys.platform.startswith("linux"):
+        why = f"it needs Linux (platform {sys.platform})"
+    elif os.environ.get(_REEXECUTED) == "1":
+        why = f"the dynamic loader did not load it (LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r})"
+    elif sys.argv[0] in ("", "-"):
+        why = "a program read from stdin or typed in cannot be restarted"
+    else:
+        try:
+            env = {**with_large_block_cache(dict(os.environ)), _REEXECUTED: "1"}
+        except RuntimeError as e:     # no compiler: the run itself can go on, only slower
+            why = str(e)
+    if why:
+        print(f"warning: {ENV}=1 but the large-block cache is not loaded: {why}; freed host memory is not "
               "kept", file=sys.stderr, flush=True)
         return False
-    env = {**with_large_block_cache(dict(os.environ)), _REEXECUTED: "1"}
+    print(f"{ENV}=1: restarting with the large-block cache preloaded ({env['LD_PRELOAD'].split()[0]})",
+          file=sys.stderr, flush=True)
     sys.stdout.flush()
-    sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, env)
 
 

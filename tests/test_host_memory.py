@@ -147,6 +147,42 @@ def test_aligned_and_small_requests():
     assert 1000 <= out["small_usable"] < 2000    # glibc's own chunk
 
 
+def test_growing_at_the_top_takes_the_free_extent_there_and_calloc_zeroes_all_of_it():
+    out = run_probe(r"""
+        a, b = libc.malloc(20 * MB), libc.malloc(20 * MB)
+        ctypes.memset(b, 0xAB, 20 * MB)
+        libc.free(b)                                # a free extent that ends at the top of the range
+        c = libc.calloc(1, 40 * MB)                 # fits nowhere: b's dirty units + 10 fresh ones
+        stats = host_memory.stats()                 # (before the check's own 40 MB bytes object)
+        zero = bytes(view(c, 40 * MB)).count(0) == 40 * MB
+        print(json.dumps({"at_b": c == b, "zero": zero, "stats": stats}))
+    """)
+    assert out["at_b"] and out["zero"]
+    assert out["stats"]["mapped_bytes"] == 60 * MB and out["stats"]["free_extents"] == 0
+
+
+def test_impossible_sizes_are_refused_and_alignments_above_2mb_go_to_glibc():
+    out = run_probe(r"""
+        huge = ctypes.c_size_t(-1).value
+        p = ctypes.c_void_p()
+        libc.aligned_alloc.restype = libc.memalign.restype = ctypes.c_void_p
+        libc.aligned_alloc.argtypes = libc.memalign.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+        big = libc.realloc(None, 64 * MB)           # realloc(NULL, n) is malloc(n): from the range
+        ctypes.memset(big, 5, 64 * MB)
+        refused = [libc.malloc(huge), libc.calloc(1, huge), libc.realloc(big, huge), libc.malloc(huge - MB)]
+        rc = libc.posix_memalign(ctypes.byref(p), 64, huge)
+        intact = bytes(view(big, 64 * MB)).count(5) == 64 * MB
+        live = host_memory.stats()["live_bytes"]
+        a2, m4 = libc.aligned_alloc(2 * MB, 32 * MB), libc.memalign(4 * MB, 32 * MB)
+        print(json.dumps({"refused": refused, "rc": rc, "intact": intact, "live": live,
+                          "a2": a2 % (2 * MB), "m4": m4 % (4 * MB),
+                          "live_after": host_memory.stats()["live_bytes"]}))
+    """)
+    assert out["refused"] == [None] * 4 and out["rc"] != 0 and out["intact"] and out["live"] == 64 * MB
+    assert out["a2"] == 0 and out["m4"] == 0
+    assert out["live_after"] == 96 * MB       # the 2 MiB-aligned one from the range, the 4 MiB one from glibc
+
+
 def test_a_full_range_falls_back_to_glibc():
     out = run_probe(r"""
         a = libc.malloc(48 * MB)
@@ -182,18 +218,30 @@ def test_threads_and_fork():
         threads = [threading.Thread(target=churn, args=(s,)) for s in range(1, 5)]
         [t.start() for t in threads]
         [t.join() for t in threads]
+        # Forks while another thread allocates: the child must not inherit the cache's lock held.
         held = libc.malloc(32 * MB)
-        pid = os.fork()
-        if pid == 0:                                # the child allocates from its copy of the range
-            q = libc.malloc(32 * MB)
-            ctypes.memset(q, 1, 32 * MB)
-            libc.free(q)
-            os._exit(0 if q != held else 1)
-        _, status = os.waitpid(pid, 0)
+        stop = threading.Event()
+
+        def busy():
+            while not stop.is_set():
+                libc.free(libc.malloc(24 * MB))
+        spinner = threading.Thread(target=busy)
+        spinner.start()
+        statuses = []
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:                            # the child allocates from its copy of the range
+                q = libc.malloc(32 * MB)
+                ctypes.memset(q, 1, 32 * MB)
+                libc.free(q)
+                os._exit(0 if q != held else 1)
+            statuses.append(os.waitpid(pid, 0)[1])
+        stop.set()
+        spinner.join()
         libc.free(held)
-        print(json.dumps({"errors": len(errors), "child": status, "stats": host_memory.stats()}))
+        print(json.dumps({"errors": len(errors), "children": statuses, "stats": host_memory.stats()}))
     """)
-    assert out["errors"] == 0 and out["child"] == 0
+    assert out["errors"] == 0 and out["children"] == [0] * 100
     assert out["stats"]["live_bytes"] == 0 and out["stats"]["fallbacks"] == 0
 
 
@@ -209,11 +257,26 @@ def test_entry_points_reexecute_with_the_library_preloaded():
     assert run("0") == "False False ['--some_flag=1']"
 
 
+def test_a_program_from_stdin_is_not_restarted():
+    script = "from bridgetower_jax import host_memory; print(host_memory.retain_freed_memory())"
+    env = {**host_memory.with_large_block_cache(dict(os.environ), on=False), host_memory.ENV: "1"}
+    out = subprocess.run([sys.executable, "-"], input=script, env=env, capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False" and "read from stdin" in out.stderr
+
+
 def test_a_missing_compiler_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))     # nothing built there yet
     monkeypatch.setenv("CC", "/nonexistent/cc")
     with pytest.raises(RuntimeError, match="/nonexistent/cc"):
         host_memory.library_path()
+    assert list(tmp_path.rglob("*")) == [tmp_path / "bridgetower_jax"]   # no partial file left behind
+    # An entry point goes on without the cache, saying why.
+    env = {**host_memory.with_large_block_cache(dict(os.environ), on=False), host_memory.ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", "from bridgetower_jax import host_memory; "
+                          "print(host_memory.retain_freed_memory())"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False" and "/nonexistent/cc" in out.stderr
 
 
 def test_xla_step_temporaries_are_reused():

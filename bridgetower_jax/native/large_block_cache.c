@@ -57,8 +57,14 @@ static size_t env_size(const char *name, size_t fallback) {
   return *end == '\0' ? (size_t)v : fallback;
 }
 
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork(void) { pthread_mutex_unlock(&lock); }
+
 __attribute__((constructor)) static void read_settings(void) {
   min_bytes = env_size("BRIDGETOWER_LARGE_BLOCK_MIN_BYTES", min_bytes);
+  if (min_bytes < UNIT) min_bytes = UNIT;  /* smaller blocks would waste most of their unit */
+  /* Every large request takes the lock, set up or not: a fork must not copy it held. */
+  pthread_atfork(before_fork, after_fork, after_fork);
   /* Below the cache's threshold, glibc keeps what is freed too: without these it maps blocks from
    * 128 KiB up afresh until its adaptive threshold has seen them (PyTorch's 1-16 MB activations and
    * gradients, XLA's per-buffer allocations), and returns freed heap tops to the OS. A fixed
@@ -66,9 +72,6 @@ __attribute__((constructor)) static void read_settings(void) {
   if (min_bytes <= ((size_t)32 << 20)) mallopt(M_MMAP_THRESHOLD, (int)min_bytes);
   mallopt(M_TRIM_THRESHOLD, -1); /* read as the largest size: never trim */
 }
-
-static void before_fork(void) { pthread_mutex_lock(&lock); }
-static void after_fork(void) { pthread_mutex_unlock(&lock); }
 
 /* Called with the lock held. */
 static int set_up(void) {
@@ -90,7 +93,6 @@ static int set_up(void) {
     madvise(aligned_base, span_units << UNIT_SHIFT, MADV_HUGEPAGE);
   /* Published last: free() on other threads tests pointers against it without the lock. */
   __atomic_store_n(&base, aligned_base, __ATOMIC_RELEASE);
-  pthread_atfork(before_fork, after_fork, after_fork);
   return state = 1;
 }
 
@@ -154,12 +156,13 @@ static void give_back(uint32_t start, uint32_t units) {
   }
 }
 
-/* A block from the range, or NULL (the caller then asks glibc). */
+/* A block from the range, or NULL (the caller then asks glibc, which also answers impossible sizes). */
 static void *large_alloc(size_t size, int zeroed) {
+  if (size > ((size_t)UINT32_MAX << UNIT_SHIFT)) return NULL;  /* also keeps the rounding below from wrapping */
   size_t units = (size + UNIT - 1) >> UNIT_SHIFT;
   int fresh = 0;
   pthread_mutex_lock(&lock);
-  long start = set_up() == 1 && units <= UINT32_MAX ? take(units, &fresh) : -1;
+  long start = set_up() == 1 ? take(units, &fresh) : -1;
   if (start >= 0) {
     live_units[start] = (uint32_t)units;
     live_total += units;
@@ -211,6 +214,7 @@ void *calloc(size_t count, size_t size) {
 }
 
 void *realloc(void *ptr, size_t size) {
+  if (ptr == NULL) return malloc(size);
   if (!in_range(ptr)) return __libc_realloc(ptr, size);
   size_t have = large_size(ptr);
   if (size <= have && size >= min_bytes) return ptr;
@@ -245,8 +249,12 @@ size_t malloc_usable_size(void *ptr) {
   if (in_range(ptr)) return large_size(ptr);
   /* glibc exports no __libc_ name for this one. */
   static size_t (*next)(void *);
-  if (next == NULL) next = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
-  return ptr == NULL || next == NULL ? 0 : next(ptr);
+  size_t (*fn)(void *) = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
+  if (fn == NULL) {
+    fn = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    __atomic_store_n(&next, fn, __ATOMIC_RELEASE);
+  }
+  return ptr == NULL || fn == NULL ? 0 : fn(ptr);
 }
 
 /* For tests and benchmarks: bytes of the range in use (mapped) and in live blocks, the free-list
