@@ -26,55 +26,28 @@ blocks are then mapped once in 2 MB pages (`bench/vs_pytorch.py --huge_pages` se
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import pathlib
-import platform
-import subprocess
 import sys
-import tempfile
+
+from bridgetower_jax import native
 
 ENV = "BRIDGETOWER_RETAIN_HOST_MEMORY"
 HUGE_PAGES_ENV = "BRIDGETOWER_LARGE_BLOCK_HUGE_PAGES"
-SOURCE = pathlib.Path(__file__).parent / "native" / "large_block_cache.c"
+SOURCE = native.SOURCE_DIR / "large_block_cache.c"
 _STATS_SYMBOL = "bridgetower_large_block_stats"
 # Set on the re-executed process: if the loader still did not load the library, say so once and go on.
 _REEXECUTED = "BRIDGETOWER_LARGE_BLOCK_CACHE_REEXECUTED"
 
 
-def _cache_dir() -> pathlib.Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(root) / "bridgetower_jax"
-
-
 def library_path() -> str:
     """The built interposer (compiled from SOURCE with $CC, default cc, the first time it is asked for)."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    out = _cache_dir() / f"large_block_cache-{platform.machine()}-{digest}.so"
+    out = native.cache_dir()
     if any(c in str(out) for c in " :"):     # LD_PRELOAD separates paths with both
-        raise RuntimeError(f"the large-block cache's path {out} has a space or colon, which LD_PRELOAD "
+        raise RuntimeError(f"the large-block cache's directory {out} has a space or colon, which LD_PRELOAD "
                            "cannot carry; set XDG_CACHE_HOME to a plain directory")
-    if out.exists():
-        return str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    compiler = os.environ.get("CC", "cc")
-    # Each builder compiles into its own file and renames it complete: concurrent builds cannot
-    # install a partial one.
-    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".partial")
-    os.close(fd)
-    cmd = [compiler, "-O2", "-shared", "-fPIC", "-o", partial, str(SOURCE), "-lpthread", "-ldl"]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-        os.replace(partial, out)
-    except FileNotFoundError:
-        raise RuntimeError(f"{ENV}=1 needs a C compiler to build {SOURCE.name}: '{compiler}' was not found "
-                           f"(install gcc, set CC, or unset {ENV})") from None
-    except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"building {SOURCE} failed ({' '.join(cmd)}):\n{e.stderr}") from None
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-    return str(out)
+    return native.build_library(SOURCE, compiler_env="CC", default_compiler="cc", flags=["-O2"],
+                                libs=("-lpthread", "-ldl"), purpose=f"{ENV}=1",
+                                hint=f"install gcc, set CC, or unset {ENV}")
 
 
 def with_large_block_cache(env: dict, on: bool = True) -> dict:

@@ -10,7 +10,8 @@ import dataclasses
 from typing import Literal
 
 LINK_TOWER_TYPES = ("add", "scaled_add", "interpolate")
-ATTENTION_IMPLS = ("xla", "fused")
+ATTENTION_IMPLS = ("xla", "fused", "cpu_kernel")
+CPU_KERNEL_HEAD_WIDTHS = (16, 32, 64, 128)    # what the "cpu_kernel" attention is compiled for
 DROPOUT_IMPLS = ("threefry", "hash")
 
 
@@ -61,7 +62,9 @@ class ComputeConfig:
     """How the model runs; never changes the parameter set (except the scanned layout)."""
     dtype: str = "float32"          # activations / matmul inputs ("bfloat16" on accelerators)
     param_dtype: str = "float32"    # stored parameters
-    attention_impl: Literal["xla", "fused"] = "xla"  # "xla": exact einsum path; "fused": jax.nn.dot_product_attention (cuDNN on GPU)
+    # "xla": the exact einsum path; "fused": jax.nn.dot_product_attention (cuDNN on GPU); "cpu_kernel": a
+    # hand-written XLA:CPU kernel for inference (float32; built with the host's C++ compiler on first use).
+    attention_impl: Literal["xla", "fused", "cpu_kernel"] = "xla"
     scan_layers: bool = False       # nn.scan the uni-modal layers below the bridges
     remat: bool = False             # rematerialise each uni-modal / cross-modal layer in backward
     # Dropout masks: "threefry" = jax.random.bernoulli; "hash" = a keyed hash of the element index,
@@ -135,6 +138,14 @@ class BridgeTowerConfig:
             problems.append(f"link_tower_type={self.link_tower_type!r} is not one of {LINK_TOWER_TYPES}")
         if self.compute.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"compute.attention_impl={self.compute.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+        if self.compute.attention_impl == "cpu_kernel":
+            if self.compute.dtype != "float32":
+                problems.append(f'compute.attention_impl="cpu_kernel" computes in float32 only (compute.dtype='
+                                f'{self.compute.dtype!r}); use "fused" or "xla"')
+            text_width = t.hidden_size // max(t.num_attention_heads, 1)
+            if text_width not in CPU_KERNEL_HEAD_WIDTHS:
+                problems.append(f'compute.attention_impl="cpu_kernel" needs a head width in {CPU_KERNEL_HEAD_WIDTHS}; '
+                                f"text.hidden_size / text.num_attention_heads = {text_width}")
         if t.pad_token_id >= t.max_position_embeddings - 1:
             problems.append(f"text.pad_token_id={t.pad_token_id} leaves no room in the position table "
                             f"(max_position_embeddings={t.max_position_embeddings}); RoBERTa positions start at pad+1")

@@ -14,6 +14,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
+
+from bridgetower_jax.native import attention as native_attention
 
 Dtype = jnp.dtype
 Initializer = Callable
@@ -296,12 +299,17 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
     impl "xla" is the exact-parity einsum path (scores scaled by D**-0.5, masked keys set to the
     dtype's most negative value as transformers does, softmax in >= float32, dropout on the
     probabilities). impl "fused" calls `jax.nn.dot_product_attention`, which XLA lowers to cuDNN
-    flash attention on GPU; it applies no attention-probability dropout.
+    flash attention on GPU; it applies no attention-probability dropout. impl "cpu_kernel" computes
+    what "xla" computes (to float32 rounding) with a hand-written XLA:CPU kernel
+    (`bridgetower_jax.native.attention`), where it applies: when no attention dropout is drawn; its
+    gradient is the "xla" path's, which the forward of a differentiated call also runs.
     """
     depth = q.shape[-1]
     if impl == "fused":
         mask = None if key_mask is None else key_mask[:, None, None, :]
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=depth ** -0.5)
+    if impl == "cpu_kernel" and (dropout_rate == 0.0 or deterministic):
+        return _kernel_attention(q, k, v, key_mask)
     # The scale goes on q ([B, Tq, N, D]), not on the scores ([B, N, Tq, Tk], Tk/D times larger). For
     # head widths that are powers of four (64 in every BridgeTower) the scale is a power of two and
     # both orders round identically.
@@ -317,6 +325,28 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: ja
         keep = dropout_keep_mask(dropout_rng, 1.0 - dropout_rate, probs.shape, dropout_impl)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
     return jnp.einsum("bnqk,bnkd->bnqd", probs, v).transpose(0, 2, 1, 3)
+
+
+@jax.custom_vjp
+def _kernel_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None) -> jax.Array:
+    """impl "cpu_kernel": the native kernel for the value; differentiated through the "xla" path."""
+    return native_attention.attention(q, k, v, key_mask, q.shape[-1] ** -0.5)
+
+
+def _kernel_attention_fwd(q, k, v, key_mask):
+    # Under differentiation the exact path runs instead: its VJP keeps what the backward pass needs
+    # (the probabilities), which the kernel never materialises.
+    out, vjp = jax.vjp(lambda q, k, v: dot_product_attention(q, k, v, key_mask), q, k, v)
+    return out, (vjp, key_mask)
+
+
+def _kernel_attention_bwd(residuals, g):
+    vjp, key_mask = residuals
+    mask_cotangent = None if key_mask is None else np.zeros(key_mask.shape, jax.dtypes.float0)
+    return (*vjp(g), mask_cotangent)
+
+
+_kernel_attention.defvjp(_kernel_attention_fwd, _kernel_attention_bwd)
 
 
 class MultiHeadAttention(nn.Module):

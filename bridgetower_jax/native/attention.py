@@ -1,0 +1,61 @@
+"""The CPU attention kernel (`attention_kernel.cc`) as a JAX function: `compute.attention_impl="cpu_kernel"`.
+
+The kernel is compiled with the host's C++ compiler (-O3 -march=native, so the build is cached per CPU
+as well as per source and JAX version) and registered with XLA's FFI the first time a model traces an
+attention with it. It only computes; `models.layers.dot_product_attention` decides when it applies
+(inference: no attention dropout, float32) and differentiates through the exact path.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bridgetower_jax import native
+from bridgetower_jax.models.config import CPU_KERNEL_HEAD_WIDTHS as HEAD_WIDTHS
+
+SOURCE = native.SOURCE_DIR / "attention_kernel.cc"
+TARGET = "bridgetower_attention"
+_PURPOSE = 'compute.attention_impl="cpu_kernel"'
+
+
+def _cpu_identity() -> str:
+    """What -march=native depends on: the CPU model and its feature flags (Linux), else the processor."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [l for l in f if l.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+@functools.cache
+def register() -> None:
+    """Build (once per host and source) and register the kernel with XLA:CPU."""
+    path = native.build_library(
+        SOURCE, compiler_env="CXX", default_compiler="c++",
+        flags=["-O3", "-march=native", "-std=c++17", "-fno-math-errno", f"-I{jax.ffi.include_dir()}"],
+        purpose=_PURPOSE, hint='install g++, set CXX, or set compute.attention_impl="xla"',
+        key=jax.__version__ + _cpu_identity())
+    library = ctypes.cdll.LoadLibrary(path)
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.BridgetowerAttention), platform="cpu")
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, scale: float) -> jax.Array:
+    """softmax(q k^T * scale, masked keys) v. q [B, Tq, N, D], k and v [B, Tk, N, D] float32,
+    key_mask bool [B, Tk] (True = attend) or None; out [B, Tq, N, D]."""
+    if jax.default_backend() != "cpu":
+        raise ValueError(f"{_PURPOSE} runs on CPU only, and this run's backend is {jax.default_backend()}; "
+                         'use "fused" or "xla"')
+    if q.dtype != jnp.float32 or q.shape[-1] not in HEAD_WIDTHS:
+        raise ValueError(f"{_PURPOSE} needs float32 and a head width in {HEAD_WIDTHS}; got {q.dtype}, "
+                         f"head width {q.shape[-1]}")
+    register()
+    if key_mask is None:
+        key_mask = jnp.ones(k.shape[:2], bool)
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="sequential")
+    return call(q, k, v, key_mask, scale=np.float32(scale))
