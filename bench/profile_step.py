@@ -2,10 +2,12 @@
 
     python -m bench.profile_step --preset base --batch 2 --reps 3 --retain_host_memory
     python -m bench.profile_step --preset tiny --trace /tmp/prof --top 30
+    python -m bench.profile_step --preset base --phase forward --batch 4 --attention_impl cpu_kernel --retain_host_memory
 
 The step is `train.make_train_step` on `configs/pretrain.py` (MLM + ITM, AdamW, the non-finite
 guard), on one device, with the inputs of `bench.vs_pytorch`. It prints the first call (compile +
-one step), the timed steps and the process's peak RSS. With --trace it also records one step with
+one step), the timed steps and the process's peak RSS. `--phase forward` times the MLM forward of
+`bench.vs_pytorch` instead (inference, the same model and inputs). With --trace it also records one step with
 `jax.profiler`, dumps the optimised HLO (XLA_FLAGS, set before JAX starts), and prints the ops that
 took longest, summed over the step and labelled with their HLO `op_name` (layer numbers folded), so
 that "which fusion is slow" reads as "which part of the model, forward or backward".
@@ -29,6 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--text_len", type=int, default=40)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--phase", default="train", choices=("train", "forward"),
+                   help="train: the trainer's step; forward: the MLM forward (inference)")
+    p.add_argument("--attention_impl", default="xla", choices=("xla", "fused", "cpu_kernel"))
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
@@ -60,11 +65,11 @@ def op_names(hlo_path: str) -> dict[str, str]:
     return names
 
 
-def top_ops(trace_dir: str, hlo_dir: str, top: int) -> list[tuple[float, int, str, str]]:
+def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") -> list[tuple[float, int, str, str]]:
     """(ms, calls, op kind, op_name with layer numbers folded), longest first."""
     trace = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))[-1]
-    hlo = sorted(glob.glob(os.path.join(hlo_dir, "*train_step*cpu_after_optimizations.txt"))
-                 or glob.glob(os.path.join(hlo_dir, "*train_step*after_optimizations.txt")))[-1]
+    hlo = sorted(glob.glob(os.path.join(hlo_dir, f"*{module}*cpu_after_optimizations.txt"))
+                 or glob.glob(os.path.join(hlo_dir, f"*{module}*after_optimizations.txt")))[-1]
     names = op_names(hlo)
     total, calls = collections.defaultdict(float), collections.Counter()
     with gzip.open(trace) as f:
@@ -72,7 +77,7 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int) -> list[tuple[float, int, st
     for e in events:
         if e.get("ph") != "X" or e.get("name") not in names:
             continue
-        where = re.sub(r"_\d+\b", "_N", names[e["name"]].replace("jit(train_step)/", ""))
+        where = re.sub(r"_\d+\b", "_N", names[e["name"]].replace(f"jit({module})/", ""))
         key = (re.sub(r"\.\d+$", "", e["name"]), where)
         total[key] += e["dur"] / 1e3
         calls[key] += 1
@@ -87,16 +92,17 @@ def main(argv=None) -> None:
         os.environ[host_memory.ENV] = "1"
     host_memory.retain_freed_memory()
     hlo_dir = os.path.join(a.trace, "hlo") if a.trace else None
+    module = "train_step" if a.phase == "train" else "mlm_forward"
     if hlo_dir:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={hlo_dir}",
-                                            "--xla_dump_hlo_module_re=.*train_step.*"]).strip()
+                                            f"--xla_dump_hlo_module_re=.*{module}.*"]).strip()
     import jax
     from flax import linen as nn
     from bench.vs_pytorch import make_inputs, model_config, page_faults
     from bridgetower_jax import sharding, train
     from configs import pretrain
 
-    cfg = model_config(a.preset, dict(dtype="float32", attention_impl="xla", scan_layers=a.scan_layers,
+    cfg = model_config(a.preset, dict(dtype="float32", attention_impl=a.attention_impl, scan_layers=a.scan_layers,
                                       remat=a.remat, dropout_impl=a.dropout_impl))
     exp_cfg = pretrain.get_config("base")
     with exp_cfg.unlocked():
@@ -109,13 +115,24 @@ def main(argv=None) -> None:
         state = jax.jit(lambda r: nn.meta.unbox(exp.init_fn(r)), out_shardings=exp.state_sharding)(
             jax.random.PRNGKey(0))
     batch = sharding.global_batch(make_inputs(cfg, a.batch, a.text_len, 0), exp.mesh)
-    step = train.make_train_step(exp)
+    if a.phase == "train":
+        step = train.make_train_step(exp)
+    else:
+        from bridgetower_jax.models import BridgeTowerForPreTraining
+
+        def mlm_forward(params, b):
+            return exp.model.apply({"params": params}, b["input_ids"], b["attention_mask"], b["pixel_values"],
+                                   method=BridgeTowerForPreTraining.mlm)
+        forward = jax.jit(mlm_forward)
+
+        def step(state, b):      # the state is unchanged; the logits' mean stands in for a loss
+            return state, {"loss": forward(state.params, b).mean()}
 
     start = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
-    print(f"{a.preset} batch {a.batch}, scan_layers {a.scan_layers}, remat {a.remat}: first call (compile + "
-          f"step) {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"{a.preset} {a.phase} batch {a.batch}, attention {a.attention_impl}, scan_layers {a.scan_layers}, "
+          f"remat {a.remat}: first call (compile + step) {time.perf_counter() - start:.1f} s", flush=True)
     times, faults = [], page_faults()
     for _ in range(a.reps):
         start = time.perf_counter()
@@ -133,7 +150,7 @@ def main(argv=None) -> None:
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     jax.profiler.stop_trace()
-    rows = top_ops(a.trace, hlo_dir, a.top)
+    rows = top_ops(a.trace, hlo_dir, a.top, module)
     print(f"\nlongest ops of one traced step (summed over calls; threads may overlap):\n{'ms':>9} {'calls':>5}  "
           f"{'op kind':24} where (HLO op_name)")
     for ms, n, kind, where in rows:
