@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -565,8 +566,10 @@ def run_benchmark(a) -> dict:
     device = detect_device(a.device)
     accelerator = device != "cpu"
     compute_dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if accelerator else "float32")
+    # On CPU the hand-written kernel where it can be built (float32, a C++ compiler), else the exact path.
+    can_build = shutil.which(os.environ.get("CXX", "c++")) is not None
     attention = a.attention_impl if a.attention_impl != "auto" else (
-        "fused" if accelerator else "cpu_kernel" if compute_dtype == "float32" else "xla")
+        "fused" if accelerator else "cpu_kernel" if compute_dtype == "float32" and can_build else "xla")
     compute = dict(dtype=compute_dtype, attention_impl=attention, scan_layers=a.scan_layers, remat=a.remat,
                    dropout_impl=a.dropout_impl)
     cfg = model_config(a.preset, compute)
@@ -710,7 +713,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, gpu or tpu (auto: what JAX finds)")
     p.add_argument("--dtype", default="auto", help="compute dtype; auto = float32 on CPU, bfloat16 elsewhere")
     p.add_argument("--attention_impl", default="auto",
-                   help="xla, fused or cpu_kernel; auto = cpu_kernel on CPU (float32), fused elsewhere")
+                   help="xla, fused or cpu_kernel; auto = cpu_kernel on CPU (float32, with a C++ compiler), "
+                        "fused elsewhere")
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--retain_host_memory", action="store_true",

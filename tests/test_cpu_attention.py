@@ -32,6 +32,7 @@ def _qkv(seed, batch, q_len, k_len, heads, depth, spread=2.0):
     (1, 1, 1, 1, 32),
     (2, 33, 47, 3, 128),
     (1, 12, 32, 4, 64),       # exactly one query block and one key tile
+    (2, 25, 48, 2, 32),       # keys a multiple of 16, not of the 32-key tile
 ])
 @pytest.mark.parametrize("masked", [False, True])
 def test_kernel_matches_the_exact_path(batch, q_len, k_len, heads, depth, masked):
@@ -50,6 +51,15 @@ def test_kernel_matches_the_exact_path(batch, q_len, k_len, heads, depth, masked
         np.testing.assert_allclose(again[:-1], kernel[:-1], rtol=2e-5, atol=2e-5)
 
 
+def test_no_keys_and_integer_masks():
+    q, k, v = _qkv(10, 2, 5, 6, 2, 16)
+    empty = layers.dot_product_attention(q, k[:, :0], v[:, :0], None, impl="cpu_kernel")
+    np.testing.assert_array_equal(empty, layers.dot_product_attention(q, k[:, :0], v[:, :0], None))   # zeros
+    mask = jnp.asarray([[1, 1, 0, 1, 0, 1], [1, 0, 0, 0, 0, 0]], jnp.int32)
+    np.testing.assert_allclose(layers.dot_product_attention(q, k, v, mask, impl="cpu_kernel"),
+                               layers.dot_product_attention(q, k, v, mask), rtol=2e-5, atol=2e-5)
+
+
 def test_extreme_scores_stay_finite_and_nan_propagates():
     q, k, v = _qkv(2, 1, 5, 9, 1, 16, spread=30.0)    # scores in the thousands: exp underflows to 0
     exact = layers.dot_product_attention(q, k, v, None)
@@ -60,9 +70,10 @@ def test_extreme_scores_stay_finite_and_nan_propagates():
     assert np.isnan(np.asarray(poisoned[0, 2])).all() and np.isfinite(np.asarray(poisoned[0, 3])).all()
 
 
-def test_gradient_is_the_exact_paths():
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_is_the_exact_paths(masked):
     q, k, v = _qkv(3, 2, 9, 11, 2, 16)
-    mask = jnp.ones((2, 11), bool).at[1, 5:].set(False)
+    mask = jnp.ones((2, 11), bool).at[1, 5:].set(False) if masked else None
     w = jax.random.normal(jax.random.PRNGKey(4), q.shape)
 
     def loss(impl):
@@ -80,6 +91,21 @@ def test_concurrent_kernels_in_one_program():
         got = both(a, b)
     for x, out in zip((a, b), got):
         np.testing.assert_allclose(out, layers.dot_product_attention(*x, None), rtol=2e-5, atol=2e-5)
+
+
+def test_sharded_calls_compute_their_own_shard():
+    """Batch and heads split over a (4, 2) mesh: no gathers, the output keeps the inputs' sharding."""
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "tensor"))
+    q, k, v = _qkv(11, 8, 13, 13, 4, 16)
+    mask = jnp.ones((8, 13), bool).at[1, 5:].set(False)
+    tokens = NamedSharding(mesh, P("data", None, "tensor", None))
+    args = [jax.device_put(x, tokens) for x in (q, k, v)] + [jax.device_put(mask, NamedSharding(mesh, P("data", None)))]
+    f = jax.jit(lambda q, k, v, m: layers.dot_product_attention(q, k, v, m, impl="cpu_kernel"))
+    hlo = f.lower(*args).compile().as_text()
+    assert not any(op in hlo for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce"))
+    out = f(*args)
+    assert out.sharding.spec == P("data", None, "tensor")
+    np.testing.assert_allclose(out, layers.dot_product_attention(q, k, v, mask), rtol=2e-5, atol=2e-5)
 
 
 def _tiny_mlm(attention_impl):
@@ -126,6 +152,8 @@ def test_what_it_cannot_run_is_refused_by_name(tmp_path, monkeypatch):
     q, k, v = _qkv(7, 1, 3, 3, 1, 16)
     with pytest.raises(ValueError, match="float32"):
         native_attention.attention(q.astype(jnp.bfloat16), k, v, None, 0.25)
+    with pytest.raises(ValueError, match="float32"):
+        native_attention.attention(q, k, v.astype(jnp.float16), None, 0.25)
     # No compiler: the error names it, the config key and a way out; nothing half-built is left.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CXX", "/nonexistent/c++")

@@ -36,6 +36,7 @@ def build_library(source: pathlib.Path, *, compiler_env: str, default_compiler: 
     cmd = [compiler, *flags, "-shared", "-fPIC", "-o", partial, str(source), *libs]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.chmod(partial, 0o755)     # mkstemp made it private; a shared cache must be readable by all
         os.replace(partial, out)
     except FileNotFoundError:
         raise RuntimeError(f"{purpose} needs a compiler to build {source.name}: '{compiler}' was not found "

@@ -8,7 +8,8 @@
 // Layouts are the projections' own, so no transposes are needed on either side:
 //   q [B, Tq, N, D], k and v [B, Tk, N, D], key_mask [B, Tk] (bool, true = attend), out [B, Tq, N, D].
 // Masked keys score the float32 minimum before the softmax, as transformers does (a row with every key
-// masked averages all of them). D must be a multiple of 16, at most 128 (checked by the caller too).
+// masked averages all of them; with no keys at all the output is 0, as an empty sum). D is 16, 32, 64
+// or 128 (checked here and by the caller).
 //
 // Registered with XLA through its FFI (`BridgetowerAttention`); the tasks run on XLA's intra-op pool.
 #include <algorithm>
@@ -16,7 +17,9 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -35,11 +38,11 @@ inline v16 splat(float x) { return v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x,
 
 // exp(x) for x <= 0 (scores minus their row maximum): Cody-Waite reduction x = n ln2 + r, a degree-6
 // polynomial for exp(r) on [-ln2/2, ln2/2] (relative error ~1e-7), and 2^n from the exponent bits.
-// Below -87.3 the result is 0, as float32 expf underflows there.
+// Below -87.3 the result is flushed to 0 (expf is subnormal there; weights that small change no sum).
 inline v16 exp_nonpositive(v16 x) {
   const v16 lo = splat(-87.3f);
   v16 xc = x < lo ? lo : x;
-  xc = xc > v16{} ? v16{} : xc;                          // the keys' zero padding may score above the max
+  xc = xc > v16{} ? v16{} : xc;                          // defensive: inputs are <= 0 by construction
   const float magic = 12582912.0f;                       // 1.5 * 2^23: adding it rounds to an integer
   v16 t = xc * splat(1.44269504088896341f) + splat(magic);
   v16 n = t - splat(magic);
@@ -70,7 +73,14 @@ struct Scratch {
 };
 
 constexpr int kKeyVectors = 2;    // keys per score tile: 16 x this (3 and 4 measured no faster)
-constexpr int kRows = 12;        // query rows per block: 1 x 12 for the scores, 2 x 6 for p.v
+constexpr int kRows = 12;        // query rows per block
+// Register tiles: with AVX-512 a v16 is one of 32 registers, so 24 accumulators fit (12 x 2 for
+// the scores, 6 x 4 for p.v at D = 64); elsewhere (AVX2, NEON) a v16 takes 2-4 of 16-32 registers.
+#if defined(__AVX512F__)
+constexpr int kScoreRows = 12, kValueAccumulators = 24;
+#else
+constexpr int kScoreRows = 3, kValueAccumulators = 4;
+#endif
 
 // scores[r, j] = sum_d q[r, d] kt[d, j] over j < k_pad, ROWS rows at a time in 2 x ROWS accumulators;
 // keys with keep[j] = 0 (masked, or padding) score the float32 minimum, as in transformers, and
@@ -145,8 +155,8 @@ inline void weighted_values(const float* p, int64_t k_pad, const float* v, int64
 template <int DV>
 void weighted_values_any(int rows, const float* p, int64_t k_pad, const float* v, int64_t v_stride,
                          int64_t k_len, const float* inv_sum, float* out, int64_t out_stride) {
-  // 6 rows x 4 vectors (D = 64) is 24 accumulators: the most that leave registers for v and p.
-  constexpr int kBlock = DV <= 4 ? 6 : 3;
+  // AVX-512: 6 rows x 4 vectors (D = 64) is 24 accumulators, the most that leave registers for v and p.
+  constexpr int kBlock = std::clamp(kValueAccumulators / DV, 1, 6);
   int r = 0;
   for (; r + kBlock <= rows; r += kBlock)
     weighted_values<kBlock, DV>(p + r * k_pad, k_pad, v, v_stride, k_len, inv_sum + r, out + r * out_stride, out_stride);
@@ -158,9 +168,9 @@ void weighted_values_any(int rows, const float* p, int64_t k_pad, const float* v
 
 void score_rows_any(int rows, const float* q, int64_t q_stride, const float* kt, const float* keep, int64_t depth,
                     int64_t k_pad, float* scores, float* row_max) {
-  // 12 rows x 2 vectors is 24 accumulators, and each pass over the packed keys serves 12 rows.
+  // AVX-512: 12 rows x 2 vectors is 24 accumulators, and each pass over the packed keys serves 12 rows.
   int r = 0;
-  constexpr int kBlock = 24 / kKeyVectors;
+  constexpr int kBlock = kScoreRows;
   for (; r + kBlock <= rows; r += kBlock)
     score_rows<kBlock>(q + r * q_stride, q_stride, kt, keep, depth, k_pad, scores + r * k_pad, row_max + r);
   for (; r + 4 <= rows; r += 4)
@@ -233,11 +243,17 @@ struct Job {
   float* out;
   std::atomic<int64_t> next{0}, done{0};
 
+  std::atomic<bool> failed{false};     // scratch allocation failed in some task
+
   void work() {
     thread_local Scratch scratch;
     const int64_t tasks = s.batch * s.heads;
     for (int64_t t; (t = next.fetch_add(1)) < tasks;) {
-      attend_one(s, t / s.heads, t % s.heads, q, k, v, key_mask, scale, out, scratch);
+      try {
+        attend_one(s, t / s.heads, t % s.heads, q, k, v, key_mask, scale, out, scratch);
+      } catch (const std::exception&) {   // no exception may cross into XLA's pool or the FFI
+        failed.store(true);
+      }
       done.fetch_add(1, std::memory_order_release);
     }
   }
@@ -257,7 +273,16 @@ ffi::Error Attention(ffi::ThreadPool pool, Tokens q, Tokens k, Tokens v, KeyMask
   const int64_t depth = qd[3];
   if (depth != 16 && depth != 32 && depth != 64 && depth != 128)
     return ffi::Error::InvalidArgument("attention kernel: head width must be 16, 32, 64 or 128");
-  auto job = std::make_shared<Job>();
+  if (kd[1] == 0) {      // no keys: every output is an empty sum
+    std::fill(out->typed_data(), out->typed_data() + out->element_count(), 0.0f);
+    return ffi::Error::Success();
+  }
+  std::shared_ptr<Job> job;
+  try {
+    job = std::make_shared<Job>();
+  } catch (const std::bad_alloc&) {
+    return ffi::Error::Internal("attention kernel: out of memory");
+  }
   job->s = Shapes{qd[0], qd[1], kd[1], qd[2], depth, (kd[1] + 16 * kKeyVectors - 1) / (16 * kKeyVectors) * (16 * kKeyVectors)};
   job->q = q.typed_data();
   job->k = k.typed_data();
@@ -268,9 +293,13 @@ ffi::Error Attention(ffi::ThreadPool pool, Tokens q, Tokens k, Tokens v, KeyMask
   const int64_t tasks = job->s.batch * job->s.heads;
   if (tasks == 0 || job->s.q_len == 0) return ffi::Error::Success();
   const int64_t helpers = std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1), tasks) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([job] { job->work(); });
+  try {
+    for (int64_t i = 0; i < helpers; ++i) pool.Schedule([job] { job->work(); });
+  } catch (const std::bad_alloc&) {    // fewer helpers: this thread claims what they would have
+  }
   job->work();
   while (job->done.load(std::memory_order_acquire) < tasks) std::this_thread::yield();
+  if (job->failed.load()) return ffi::Error::Internal("attention kernel: out of memory for its scratch");
   return ffi::Error::Success();
 }
 
