@@ -6,11 +6,13 @@
 
 The step is `train.make_train_step` on `configs/pretrain.py` (MLM + ITM, AdamW, the non-finite
 guard), on one device, with the inputs of `bench.vs_pytorch`. It prints the first call (compile +
-one step), the timed steps and the process's peak RSS. `--phase forward` times the MLM forward of
-`bench.vs_pytorch` instead (inference, the same model and inputs). With --trace it also records one step with
-`jax.profiler`, dumps the optimised HLO (XLA_FLAGS, set before JAX starts), and prints the ops that
-took longest, summed over the step and labelled with their HLO `op_name` (layer numbers folded), so
-that "which fusion is slow" reads as "which part of the model, forward or backward".
+one step), the timed steps, the process's peak RSS and how many CPUs the steps kept busy (CPU time
+over wall time; threads spinning for work count as busy). `--phase forward` times the MLM forward
+of `bench.vs_pytorch` instead (inference, the same model and inputs). With --trace it also records
+one step with `jax.profiler`, dumps the optimised HLO (XLA_FLAGS, set before JAX starts), and
+prints the ops that took longest, summed over the step and labelled with their HLO `op_name` (layer
+numbers folded), so that "which fusion is slow" reads as "which part of the model, forward or
+backward".
 """
 from __future__ import annotations
 
@@ -135,17 +137,20 @@ def main(argv=None) -> None:
     jax.block_until_ready((state, metrics))
     print(f"{a.preset} {a.phase} batch {a.batch}, attention {a.attention_impl}, scan_layers {a.scan_layers}, "
           f"remat {a.remat}: first call (compile + step) {time.perf_counter() - start:.1f} s", flush=True)
-    times, faults = [], page_faults()
+    times, faults, cpu = [], page_faults(), time.process_time()
     for _ in range(a.reps):
         start = time.perf_counter()
         state, metrics = step(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     faults = (page_faults() - faults) / max(a.reps, 1)
+    # CPU time of all threads over wall time: how many cores the step keeps busy (spinning counts as busy).
+    busy = (time.process_time() - cpu) / max(sum(times), 1e-9)
     cache = host_memory.stats()
     cached = f"; large-block cache {cache['mapped_bytes'] / 1e9:.2f} GB mapped" if cache else ""
     print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; "
-          f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step{cached}", flush=True)
+          f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step; {busy:.2f} of "
+          f"{len(os.sched_getaffinity(0))} CPUs busy{cached}", flush=True)
     if not a.trace:
         return
     jax.profiler.start_trace(a.trace)

@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bridgetower_jax import host_memory, sharding, tasks, train
+from bridgetower_jax import compile_cache, host_memory, sharding, tasks, train
 from bridgetower_jax.checkpoint import TrainCheckpointer
 from bridgetower_jax.metrics import retrieval as retrieval_metrics
 from bridgetower_jax.metrics import vqa as vqa_metrics
@@ -131,6 +131,7 @@ def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) 
 
 
 def run(cfg, workdir: str, split: str | None = None) -> dict:
+    compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = train.load_data_assets(cfg)
     exp = train.build_experiment(cfg)
     ckpt = TrainCheckpointer(workdir)
@@ -146,7 +147,8 @@ def run(cfg, workdir: str, split: str | None = None) -> dict:
     if jax.process_index() == 0:
         out = epath.Path(workdir) / f"eval_{spec.replace(':', '_')}.json"
         out.write_text(json.dumps({"step": int(step), "split": spec, **results}, indent=2))
-        log.info("evaluated step %d on %s: %s (written to %s)", step, spec, results, out)
+        log.info("evaluated step %d on %s: %s (written to %s); %s", step, spec, results, out,
+                 compile_cache.summary())
     return results
 
 

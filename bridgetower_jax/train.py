@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
 from bridgetower_jax import faults, host_memory, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
-from bridgetower_jax import validation
+from bridgetower_jax import compile_cache, validation
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
 
@@ -314,6 +314,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     """Train `cfg` in `workdir` (resuming from its newest checkpoint); returns the last logged metrics."""
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     report = log.info if jax.process_index() == 0 else (lambda _: None)
+    compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = load_data_assets(cfg)
     validation.validate_config(cfg)
     exp = build_experiment(cfg)
@@ -339,6 +340,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     last = {}
     monitor = nonfinite.NonFiniteMonitor(cfg.nonfinite, train_iter)
     watcher, bad_images = preemption.PreemptionWatcher(), 0
+    first_step_started = time.time()
     try:
         for step in range(start + 1, cfg.total_steps + 1):
             monitor.before_batch(step)
@@ -346,6 +348,10 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
             bad_images += int(np.sum(local.pop(task_examples.BAD_IMAGES, 0)))
             batch = sharding.global_batch(local, exp.mesh)
             state, metrics = train_step(state, batch)
+            if step == start + 1:    # how long starting took, and whether compiling it could be skipped
+                jax.block_until_ready(metrics)
+                report(f"first step done in {time.time() - first_step_started:.1f} s (compilation included); "
+                       f"{compile_cache.summary()}")
             monitor.after_step(step, metrics)
             if step % cfg.log_every == 0 or step == cfg.total_steps:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}

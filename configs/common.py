@@ -27,6 +27,10 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.nonfinite = "halt"
     c.init_from = ""                   # a params directory (python -m bridgetower_jax.convert ...)
     c.peak_flops_per_device = 0.0      # for MFU where the device is not in flops.PEAK_FLOPS (e.g. CPU)
+    # Compiled programs kept on disk, loaded by the next run instead of compiled again: "auto" =
+    # $JAX_COMPILATION_CACHE_DIR or ~/.cache/bridgetower_jax/jax_compilation, "" = off, or a path /
+    # gs:// URL (multi-host: one every host reads). See bridgetower_jax/compile_cache.py.
+    c.compilation_cache_dir = "auto"
 
     c.model = ml_collections.ConfigDict(preset(model_preset).to_dict())
 

@@ -70,17 +70,20 @@ def test_extreme_scores_stay_finite_and_nan_propagates():
     assert np.isnan(np.asarray(poisoned[0, 2])).all() and np.isfinite(np.asarray(poisoned[0, 3])).all()
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_gradient_is_the_exact_paths(masked):
+@pytest.mark.parametrize("mask_dtype", [None, bool, jnp.int32, jnp.float32])
+def test_gradient_is_the_exact_paths(mask_dtype):
     q, k, v = _qkv(3, 2, 9, 11, 2, 16)
-    mask = jnp.ones((2, 11), bool).at[1, 5:].set(False) if masked else None
+    mask = None if mask_dtype is None else jnp.ones((2, 11), bool).at[1, 5:].set(False).astype(mask_dtype)
     w = jax.random.normal(jax.random.PRNGKey(4), q.shape)
 
     def loss(impl):
-        return jax.jit(jax.grad(lambda q, k, v: jnp.sum(layers.dot_product_attention(q, k, v, mask, impl=impl) * w),
+        return jax.jit(jax.grad(lambda q, k, v, m: jnp.sum(layers.dot_product_attention(q, k, v, m, impl=impl) * w),
                                 argnums=(0, 1, 2)))
-    for got, want in zip(loss("cpu_kernel")(q, k, v), loss("xla")(q, k, v)):
+    for got, want in zip(loss("cpu_kernel")(q, k, v, mask), loss("xla")(q, k, v, mask)):
         np.testing.assert_array_equal(got, want)
+    if mask_dtype is jnp.float32:     # a float mask is a differentiable input: its gradient is zero
+        g = jax.grad(lambda m: jnp.sum(layers.dot_product_attention(q, k, v, m, impl="cpu_kernel") * w))(mask)
+        np.testing.assert_array_equal(g, jnp.zeros_like(mask))
 
 
 def test_concurrent_kernels_in_one_program():

@@ -144,6 +144,42 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(demo_data, ru
     assert_same_run(tmp_path, reference)
 
 
+# ---- restarting: the compilation cache ----------------------------------------------------------
+def test_a_second_run_loads_its_programs_from_the_compilation_cache(demo_data, run_env, reference, tmp_path):
+    cache = tmp_path / "xla_cache"
+    first = train(tmp_path / "first", demo_data, run_env, f"--config.compilation_cache_dir={cache}")
+    ok(first)
+    pattern = r"compilation cache (\S+): (\d+) program\(s\) loaded \(\d+ s of compilation saved\), (\d+) written"
+    line = re.search(pattern, first.log)
+    assert line and line.group(1) == str(cache), first.log[-3000:]
+    written = int(line.group(3))
+    assert written >= 1 and len(os.listdir(cache)) >= written
+    second = train(tmp_path / "second", demo_data, run_env, f"--config.compilation_cache_dir={cache}")
+    ok(second)
+    line = re.search(pattern, second.log)
+    # What the first run wrote (the train step among it) is loaded; nothing by then is compiled again.
+    assert line and int(line.group(2)) >= written and int(line.group(3)) == 0, second.log[-3000:]
+    # Loaded programs compute what compiled ones do.
+    assert curve(tmp_path / "second") == curve(tmp_path / "first") == curve(reference)
+
+
+def test_compilation_cache_setting(monkeypatch, tmp_path):
+    import jax
+    from bridgetower_jax import compile_cache, native
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from_env"))
+    assert compile_cache.resolve("auto") == str(tmp_path / "from_env")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    assert compile_cache.resolve("auto") == str(native.cache_dir() / "jax_compilation")
+    assert compile_cache.resolve("~/c") == os.path.expanduser("~/c")
+    assert compile_cache.resolve("gs://bucket/c") == "gs://bucket/c"
+    try:
+        assert compile_cache.enable("") is None and jax.config.jax_compilation_cache_dir is None
+        assert compile_cache.summary() == "compilation cache off"
+    finally:
+        compile_cache.enable(before or "")
+
+
 # ---- damaged checkpoints and checkpoints of another model ------------------------------------
 @pytest.mark.slow
 def test_damaged_newest_checkpoint_is_skipped_and_moved_aside(demo_data, run_env, reference, tmp_path):

@@ -342,7 +342,14 @@ def _kernel_attention_fwd(q, k, v, key_mask):
 
 def _kernel_attention_bwd(residuals, g):
     vjp, key_mask = residuals
-    mask_cotangent = None if key_mask is None else np.zeros(key_mask.shape, jax.dtypes.float0)
+    # The mask selects keys; nothing flows back into it. JAX wants float0 zeros for bool and integer
+    # masks and zeros of the mask's own dtype for a float one.
+    if key_mask is None:
+        mask_cotangent = None
+    elif jnp.issubdtype(key_mask.dtype, jnp.inexact):
+        mask_cotangent = jnp.zeros_like(key_mask)
+    else:
+        mask_cotangent = np.zeros(key_mask.shape, jax.dtypes.float0)
     return (*vjp(g), mask_cotangent)
 
 
