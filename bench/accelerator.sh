@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
 # One prepared run of every accelerator measurement (issue 7): base preset, bf16 compute (f32 params),
-# fused attention, JAX and PyTorch (bf16 autocast) side by side, MFU against the vendor bf16 peak.
+# fused attention, JAX and PyTorch (bf16 autocast) side by side, MFU against the vendor bf16 peak; then
+# the same train step once more under the profiler, for where its time goes.
 #
 #   OUT=/tmp/out bash bench/accelerator.sh            # on the accelerator machine, from the repo root
 #
-# ml_collections is not in the accelerator image: it travels as a wheel in .whl/ (git-ignored), see
-# bench/README_SECTION.md. TRAIN_BATCH / REPS override the defaults.
+# Packages missing from the accelerator's image (ml_collections) travel as wheels in .whl/ (git-ignored;
+# `pip download ml-collections==1.1.0 --no-deps -d .whl` where there is network, or copy the wheel from
+# a local package mirror) and are installed here without network. Environment: TRAIN_BATCH (32), REPS
+# (10), PROFILE_TIMEOUT (seconds, 300; 0 skips the profile), PRESET / DEVICE (base / gpu;
+# `PRESET=tiny DEVICE=cpu TRAIN_BATCH=2` rehearses the whole script on CPU).
 set -euo pipefail
 OUT=${OUT:-/tmp/bench_out}
+PRESET=${PRESET:-base}
+DEVICE=${DEVICE:-gpu}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
+# A compilation cache of this run only: the bench compiles the train step (its compile time is
+# measured on an empty cache), and the profile below loads it instead of compiling it again.
+if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
+  JAX_COMPILATION_CACHE_DIR=$(mktemp -d /tmp/bt_xla_cache.XXXXXX)
+  trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+  export JAX_COMPILATION_CACHE_DIR
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import jax, torch, transformers, flax; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__, 'transformers', transformers.__version__, 'flax', flax.__version__)"
-python3 -m bench.vs_pytorch --preset base --device gpu --train_batch "${TRAIN_BATCH:-32}" \
-  --reps "${REPS:-10}" --train_reps "${REPS:-10}" --json "$OUT/base_gpu.json" 2>&1 | tee "$OUT/base_gpu.log"
+python3 -m bench.vs_pytorch --preset "$PRESET" --device "$DEVICE" --train_batch "${TRAIN_BATCH:-32}" \
+  --reps "${REPS:-10}" --train_reps "${REPS:-10}" --json "$OUT/${PRESET}_${DEVICE}.json" 2>&1 | tee "$OUT/${PRESET}_${DEVICE}.log"
+if [ "${PROFILE_TIMEOUT:-300}" != 0 ]; then
+  # The longest ops of one step, labelled with the part of the model they come from; the raw trace and
+  # the optimised HLO stay in $OUT/profile. A time-out leaves the bench's results above intact.
+  timeout "${PROFILE_TIMEOUT:-300}" python3 -m bench.profile_step --preset "$PRESET" --batch "${TRAIN_BATCH:-32}" \
+    --reps 3 --trace "$OUT/profile" --top 40 2>&1 | tee "$OUT/profile.log" \
+    || echo "bench.profile_step did not finish (exit ${PIPESTATUS[0]}); the bench's results are in $OUT" | tee -a "$OUT/profile.log"
+fi

@@ -35,7 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--phase", default="train", choices=("train", "forward"),
                    help="train: the trainer's step; forward: the MLM forward (inference)")
-    p.add_argument("--attention_impl", default="xla", choices=("xla", "fused", "cpu_kernel"))
+    p.add_argument("--dtype", default="auto", help="compute dtype; auto = float32 on CPU, bfloat16 elsewhere")
+    p.add_argument("--attention_impl", default="auto", choices=("auto", "xla", "fused", "cpu_kernel"),
+                   help="auto: as bench.vs_pytorch (cpu_kernel on CPU where it can be built, fused elsewhere)")
     p.add_argument("--scan_layers", action="store_true")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--dropout_impl", default="hash", choices=("threefry", "hash"))
@@ -77,10 +79,12 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") 
     with gzip.open(trace) as f:
         events = json.load(f)["traceEvents"]
     for e in events:
-        if e.get("ph") != "X" or e.get("name") not in names:
+        # CPU events are named by their HLO instruction; GPU kernels carry it as the "hlo_op" argument.
+        op = e.get("name") if e.get("name") in names else (e.get("args") or {}).get("hlo_op")
+        if e.get("ph") != "X" or op not in names:
             continue
-        where = re.sub(r"_\d+\b", "_N", names[e["name"]].replace(f"jit({module})/", ""))
-        key = (re.sub(r"\.\d+$", "", e["name"]), where)
+        where = re.sub(r"_\d+\b", "_N", names[op].replace(f"jit({module})/", ""))
+        key = (re.sub(r"\.\d+$", "", op), where)
         total[key] += e["dur"] / 1e3
         calls[key] += 1
     rows = sorted(((ms, calls[k], *k) for k, ms in total.items()), reverse=True)
@@ -100,11 +104,13 @@ def main(argv=None) -> None:
                                             f"--xla_dump_hlo_module_re=.*{module}.*"]).strip()
     import jax
     from flax import linen as nn
-    from bench.vs_pytorch import make_inputs, model_config, page_faults
+    from bench.vs_pytorch import make_inputs, model_config, page_faults, pixels_in_compute_dtype, resolve_compute
     from bridgetower_jax import sharding, train
     from configs import pretrain
 
-    cfg = model_config(a.preset, dict(dtype="float32", attention_impl=a.attention_impl, scan_layers=a.scan_layers,
+    device = jax.devices()[0]
+    dtype, attention = resolve_compute(device.platform, a.dtype, a.attention_impl)
+    cfg = model_config(a.preset, dict(dtype=dtype, attention_impl=attention, scan_layers=a.scan_layers,
                                       remat=a.remat, dropout_impl=a.dropout_impl))
     exp_cfg = pretrain.get_config("base")
     with exp_cfg.unlocked():
@@ -116,7 +122,7 @@ def main(argv=None) -> None:
     with exp.context():
         state = jax.jit(lambda r: nn.meta.unbox(exp.init_fn(r)), out_shardings=exp.state_sharding)(
             jax.random.PRNGKey(0))
-    batch = sharding.global_batch(make_inputs(cfg, a.batch, a.text_len, 0), exp.mesh)
+    batch = sharding.global_batch(pixels_in_compute_dtype(cfg, make_inputs(cfg, a.batch, a.text_len, 0)), exp.mesh)
     if a.phase == "train":
         step = train.make_train_step(exp)
     else:
@@ -135,8 +141,9 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
-    print(f"{a.preset} {a.phase} batch {a.batch}, attention {a.attention_impl}, scan_layers {a.scan_layers}, "
-          f"remat {a.remat}: first call (compile + step) {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"{a.preset} {a.phase} batch {a.batch} on {device.device_kind}, {dtype}, attention {attention}, "
+          f"scan_layers {a.scan_layers}, remat {a.remat}: first call (compile + step) "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
     times, faults, cpu = [], page_faults(), time.process_time()
     for _ in range(a.reps):
         start = time.perf_counter()
@@ -148,7 +155,9 @@ def main(argv=None) -> None:
     busy = (time.process_time() - cpu) / max(sum(times), 1e-9)
     cache = host_memory.stats()
     cached = f"; large-block cache {cache['mapped_bytes'] / 1e9:.2f} GB mapped" if cache else ""
-    print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; "
+    device_peak = (device.memory_stats() or {}).get("peak_bytes_in_use") if device.platform != "cpu" else None
+    memory = f"device peak {device_peak / 1e9:.2f} GB; " if device_peak else ""
+    print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; {memory}"
           f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step; {busy:.2f} of "
           f"{len(os.sched_getaffinity(0))} CPUs busy{cached}", flush=True)
     if not a.trace:

@@ -66,6 +66,13 @@ def model_config(preset: str, compute: dict):
     return cfg.with_compute(**compute).validate()
 
 
+def pixels_in_compute_dtype(cfg, inputs: dict) -> dict:
+    """The JAX side's images in the compute dtype (the pipeline hands bf16 runs bf16 pixels)."""
+    if cfg.compute.dtype == "float32":
+        return inputs
+    return {k: v.astype(cfg.compute.dtype) if k.endswith("pixel_values") else v for k, v in inputs.items()}
+
+
 def make_inputs(cfg, batch: int, text_len: int, seed: int) -> dict:
     """Full-length text (CLS ... EOS, no padding), CLIP-normalised-like pixels (NHWC), 15 % MLM masking
     (at least one token per row), ITM pairs as the pipeline makes them: even rows matched, odd row 2k+1
@@ -212,10 +219,7 @@ class JaxWorker:
         if phase not in self.batches:
             from bridgetower_jax import sharding
             host = dict(np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz")))
-            if self.cfg.compute.dtype != "float32":
-                for k in ("pixel_values", "itm_negative_pixel_values"):
-                    host[k] = host[k].astype(self.cfg.compute.dtype)
-            self.batches[phase] = sharding.global_batch(host, self.exp.mesh)
+            self.batches[phase] = sharding.global_batch(pixels_in_compute_dtype(self.cfg, host), self.exp.mesh)
         return self.batches[phase]
 
     def matmul_peak(self):
@@ -560,16 +564,25 @@ def summarize(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
 
 
+def resolve_compute(device: str, dtype: str, attention_impl: str) -> tuple[str, str]:
+    """(compute dtype, attention impl) with "auto" resolved for `device` ("cpu", "gpu", "tpu"): float32
+    on CPU with the hand-written kernel where the host's C++ compiler (`$CXX`, default `c++`) can build
+    it and the exact path otherwise; bfloat16 with fused attention on accelerators."""
+    accelerator = device != "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if accelerator else "float32"
+    if attention_impl == "auto":
+        can_build = shutil.which(os.environ.get("CXX", "c++")) is not None
+        attention_impl = "fused" if accelerator else "cpu_kernel" if dtype == "float32" and can_build else "xla"
+    return dtype, attention_impl
+
+
 def run_benchmark(a) -> dict:
     from bridgetower_jax import flops
     from bridgetower_jax.convert.hf_config import to_hf_config
     device = detect_device(a.device)
     accelerator = device != "cpu"
-    compute_dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if accelerator else "float32")
-    # On CPU the hand-written kernel where it can be built (float32, a C++ compiler), else the exact path.
-    can_build = shutil.which(os.environ.get("CXX", "c++")) is not None
-    attention = a.attention_impl if a.attention_impl != "auto" else (
-        "fused" if accelerator else "cpu_kernel" if compute_dtype == "float32" and can_build else "xla")
+    compute_dtype, attention = resolve_compute(device, a.dtype, a.attention_impl)
     compute = dict(dtype=compute_dtype, attention_impl=attention, scan_layers=a.scan_layers, remat=a.remat,
                    dropout_impl=a.dropout_impl)
     cfg = model_config(a.preset, compute)
@@ -657,7 +670,6 @@ def run_benchmark(a) -> dict:
         for w in (jax_w, torch_w):
             if w is not None:
                 w.close()
-        import shutil
         shutil.rmtree(workdir, ignore_errors=True)
     return results
 

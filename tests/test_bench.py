@@ -70,3 +70,16 @@ def test_plot_draws_one_bar_per_phase_and_a_tick_per_target(tmp_path):
     assert [r.get("fill") == "#e45756" for r in rects] == [t is not None and q > t for _, q, t in rows]
     ticks = [line for line in svg.findall(f"{ns}line") if line.get("stroke") == "black"]
     assert len(ticks) == sum(t is not None for _, _, t in rows) == 3     # base train, base forward_b4, tiny train
+
+
+def test_auto_compute_settings(monkeypatch, tmp_path):
+    """What "auto" means, shared by bench.vs_pytorch and bench.profile_step (a run of either that does
+    not name them measures the same program)."""
+    from bench.vs_pytorch import resolve_compute
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    assert resolve_compute("cpu", "auto", "auto") == ("float32", "cpu_kernel" if compiler else "xla")
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    assert resolve_compute("cpu", "auto", "auto") == ("float32", "xla")       # nothing can build the kernel
+    assert resolve_compute("cpu", "bfloat16", "auto") == ("bfloat16", "xla")  # the kernel is float32 only
+    assert resolve_compute("gpu", "auto", "auto") == ("bfloat16", "fused")
+    assert resolve_compute("tpu", "float32", "xla") == ("float32", "xla")       # named settings stay
