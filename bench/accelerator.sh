@@ -20,18 +20,17 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
-# A compilation cache of this run only: the bench compiles the train step (its compile time is
-# measured on an empty cache), and the profile below loads it instead of compiling it again.
-if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
-  JAX_COMPILATION_CACHE_DIR=$(mktemp -d /tmp/bt_xla_cache.XXXXXX)
-  trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
-  export JAX_COMPILATION_CACHE_DIR
-fi
+# A compilation cache of this run only (never one from the environment): the bench compiles the train
+# step on an empty cache, so its compile time is measured, and the profile below loads it instead of
+# compiling it again.
+JAX_COMPILATION_CACHE_DIR=$(mktemp -d /tmp/bt_xla_cache.XXXXXX)
+trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+export JAX_COMPILATION_CACHE_DIR
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import jax, torch, transformers, flax; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__, 'transformers', transformers.__version__, 'flax', flax.__version__)"
 python3 -m bench.vs_pytorch --preset "$PRESET" --device "$DEVICE" --train_batch "${TRAIN_BATCH:-32}" \
   --reps "${REPS:-10}" --train_reps "${REPS:-10}" --json "$OUT/${PRESET}_${DEVICE}.json" 2>&1 | tee "$OUT/${PRESET}_${DEVICE}.log"
-if [ "${PROFILE_TIMEOUT:-300}" != 0 ]; then
+if [ "${PROFILE_TIMEOUT:-300}" -gt 0 ]; then
   # The longest ops of one step, labelled with the part of the model they come from; the raw trace and
   # the optimised HLO stay in $OUT/profile. A time-out leaves the bench's results above intact.
   timeout "${PROFILE_TIMEOUT:-300}" python3 -m bench.profile_step --preset "$PRESET" --batch "${TRAIN_BATCH:-32}" \

@@ -71,9 +71,14 @@ def op_names(hlo_path: str) -> dict[str, str]:
 
 def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") -> list[tuple[float, int, str, str]]:
     """(ms, calls, op kind, op_name with layer numbers folded), longest first."""
-    trace = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))[-1]
-    hlo = sorted(glob.glob(os.path.join(hlo_dir, f"*{module}*cpu_after_optimizations.txt"))
-                 or glob.glob(os.path.join(hlo_dir, f"*{module}*after_optimizations.txt")))[-1]
+    traces = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))
+    hlos = sorted(glob.glob(os.path.join(hlo_dir, f"*{module}*cpu_after_optimizations.txt"))
+                  or glob.glob(os.path.join(hlo_dir, f"*{module}*after_optimizations.txt")))
+    if not traces or not hlos:
+        print(f"no {'profiler trace' if not traces else 'optimised HLO dump'} of {module} in "
+              f"{trace_dir if not traces else hlo_dir}: no per-op table", flush=True)
+        return []
+    trace, hlo = traces[-1], hlos[-1]
     names = op_names(hlo)
     total, calls = collections.defaultdict(float), collections.Counter()
     with gzip.open(trace) as f:

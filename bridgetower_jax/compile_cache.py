@@ -5,20 +5,24 @@ devices, so a resumed, restarted or repeated run loads its train and eval steps 
 them again (BridgeTower-base's train step: 70-90 s of compilation on CPU, ~3 min on an H200).
 
 `compilation_cache_dir` in every experiment config:
-  "auto" (default)   $JAX_COMPILATION_CACHE_DIR if set, else `jax_compilation/` under the project's cache
-                     root (~/.cache/bridgetower_jax, or $XDG_CACHE_HOME/bridgetower_jax)
+  "auto" (default)   $JAX_COMPILATION_CACHE_DIR if set, else a directory per host CPU type under the
+                     project's cache root (~/.cache/bridgetower_jax/jax_compilation/<cpu>/, or under
+                     $XDG_CACHE_HOME): XLA:CPU programs are built for the CPU that compiled them
   ""                 off (JAX compiles every program in every run)
-  a path or gs://... that directory (created if missing)
+  a path or gs://... that directory (created if missing; gs:// needs `gcsfs`, as gs:// workdirs do)
 
-JAX writes entries from process 0 only, and each process reads its own `compilation_cache_dir`: on
-a multi-host run a location every host sees (a bucket, a shared file system) lets all of them load
-what process 0 wrote; with a host-local directory only process 0 skips compilation. Programs
-compiled in under a second are not kept. The cache is trusted code: never point it at a directory
-others can write to.
+The cache keeps at most MAX_BYTES, evicting the least recently used programs, unless
+$JAX_COMPILATION_CACHE_MAX_SIZE says otherwise. JAX writes entries from process 0 only, and each
+process reads its own `compilation_cache_dir`: on a multi-host run a location every host sees (a
+bucket, a shared file system) lets all of them load what process 0 wrote; with a host-local
+directory only process 0 skips compilation. Programs compiled in under a second are not kept. The
+cache is trusted code: never point it at a directory others can write to.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
@@ -26,16 +30,23 @@ from jax.experimental.compilation_cache import compilation_cache
 from bridgetower_jax import native
 
 AUTO = "auto"
+MAX_BYTES = 4 << 30
 
-# What this process loaded and wrote, counted from JAX's monitoring events.
+# What this process loaded and wrote, counted from JAX's monitoring events; `summary` reports the
+# difference from the snapshot `enable` takes (a process may run several experiments, as the demo does).
 _counts = {"loaded": 0, "written": 0, "saved_s": 0.0}
+_since = dict(_counts)
 _listening = False
 
 
 def resolve(setting: str) -> str | None:
     """The directory `compilation_cache_dir = setting` stands for, or None for off."""
     if setting == AUTO:
-        return os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(native.cache_dir() / "jax_compilation")
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            setting = os.environ["JAX_COMPILATION_CACHE_DIR"]
+        else:
+            cpu = hashlib.sha256(native.cpu_identity().encode()).hexdigest()[:12]
+            return str(native.cache_dir() / "jax_compilation" / f"{platform.machine()}-{cpu}")
     if not setting:
         return None
     return setting if "://" in setting else os.path.abspath(os.path.expanduser(setting))
@@ -44,7 +55,7 @@ def resolve(setting: str) -> str | None:
 def _on_event(event: str, **_) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         _counts["loaded"] += 1
-    elif event == "/jax/compilation_cache/cache_misses":     # JAX's name for "written to the cache"
+    elif event == "/jax/compilation_cache/cache_misses":     # JAX's name for "about to write an entry"
         _counts["written"] += 1
 
 
@@ -53,27 +64,47 @@ def _on_duration(event: str, seconds: float, **_) -> None:
         _counts["saved_s"] += seconds
 
 
+def _make_directory(directory: str) -> None:
+    """Create it now: JAX would only warn once and run uncached if it could not (e.g. gs:// without gcsfs)."""
+    try:
+        if "://" in directory:
+            from etils import epath
+            epath.Path(directory).mkdir(parents=True, exist_ok=True)
+        else:
+            os.makedirs(directory, exist_ok=True)
+    except Exception as e:      # noqa: BLE001 - file systems raise anything (ImportError for a missing gcsfs)
+        raise ValueError(f"config.compilation_cache_dir: cannot create {directory} ({type(e).__name__}: {e}); "
+                         f"fix the path, install what its file system needs (gs://: gcsfs), or set it to \"\" "
+                         f"to compile without a cache") from None
+
+
 def enable(setting: str) -> str | None:
     """Use the cache `setting` names (see the module docstring) from the next compilation on; returns
     its directory, or None when off. Call before the first jitted step."""
-    global _listening
+    global _listening, _since
     directory = resolve(setting)
+    if directory is not None:
+        _make_directory(directory)
     if not _listening:
         jax.monitoring.register_event_listener(_on_event)
         jax.monitoring.register_event_duration_secs_listener(_on_duration)
         _listening = True
+    if jax.config.jax_compilation_cache_max_size == -1 and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     if directory != jax.config.jax_compilation_cache_dir:
         compilation_cache.reset_cache()     # JAX opens its cache once per process; reopen it at the new place
         jax.config.update("jax_compilation_cache_dir", directory)
+    _since = dict(_counts)
     return directory
 
 
 def summary() -> str:
-    """'compilation cache DIR: N programs loaded (S s of compilation saved), M written' for this process."""
+    """'compilation cache DIR: N programs loaded (S s of compilation saved), M written' since `enable`."""
     directory = jax.config.jax_compilation_cache_dir
     if not directory:
         return "compilation cache off"
-    c = _counts
-    saved = max(c["saved_s"], 0.0)     # JAX counts load time against whole seconds of compile time
-    return (f"compilation cache {directory}: {c['loaded']} program(s) loaded ({saved:.0f} s of compilation saved), "
-            f"{c['written']} written")
+    loaded, written = _counts["loaded"] - _since["loaded"], _counts["written"] - _since["written"]
+    # JAX counts whole seconds of compile time against the load time, so this is approximate.
+    saved = max(_counts["saved_s"] - _since["saved_s"], 0.0)
+    return (f"compilation cache {directory}: {loaded} program(s) loaded ({saved:.0f} s of compilation saved), "
+            f"{written} written")

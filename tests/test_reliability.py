@@ -145,39 +145,63 @@ def test_sigterm_checkpoints_exits_75_and_the_same_command_resumes(demo_data, ru
 
 
 # ---- restarting: the compilation cache ----------------------------------------------------------
-def test_a_second_run_loads_its_programs_from_the_compilation_cache(demo_data, run_env, reference, tmp_path):
+def test_a_second_run_loads_its_programs_from_the_compilation_cache(demo_data, run_env, tmp_path):
     cache = tmp_path / "xla_cache"
-    first = train(tmp_path / "first", demo_data, run_env, f"--config.compilation_cache_dir={cache}")
+    short = (f"--config.compilation_cache_dir={cache}", "--config.total_steps=2", "--config.eval.spec=")
+    first = train(tmp_path / "first", demo_data, run_env, *short)
     ok(first)
     pattern = r"compilation cache (\S+): (\d+) program\(s\) loaded \(\d+ s of compilation saved\), (\d+) written"
     line = re.search(pattern, first.log)
     assert line and line.group(1) == str(cache), first.log[-3000:]
     written = int(line.group(3))
     assert written >= 1 and len(os.listdir(cache)) >= written
-    second = train(tmp_path / "second", demo_data, run_env, f"--config.compilation_cache_dir={cache}")
+    second = train(tmp_path / "second", demo_data, run_env, *short)
     ok(second)
     line = re.search(pattern, second.log)
     # What the first run wrote (the train step among it) is loaded; nothing by then is compiled again.
     assert line and int(line.group(2)) >= written and int(line.group(3)) == 0, second.log[-3000:]
     # Loaded programs compute what compiled ones do.
-    assert curve(tmp_path / "second") == curve(tmp_path / "first") == curve(reference)
+    assert curve(tmp_path / "second") == curve(tmp_path / "first") and len(curve(tmp_path / "first")) == 2
 
 
 def test_compilation_cache_setting(monkeypatch, tmp_path):
     import jax
     from bridgetower_jax import compile_cache, native
-    before = jax.config.jax_compilation_cache_dir
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from_env"))
     assert compile_cache.resolve("auto") == str(tmp_path / "from_env")
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
-    assert compile_cache.resolve("auto") == str(native.cache_dir() / "jax_compilation")
+    auto = compile_cache.resolve("auto")       # one directory per CPU type: XLA:CPU code is built for it
+    assert os.path.dirname(auto) == str(native.cache_dir() / "jax_compilation") and auto == compile_cache.resolve("auto")
     assert compile_cache.resolve("~/c") == os.path.expanduser("~/c")
     assert compile_cache.resolve("gs://bucket/c") == "gs://bucket/c"
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"config\.compilation_cache_dir: cannot create .*a_file/cache"):
+        compile_cache.enable(str(tmp_path / "a_file" / "cache"))
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    x = jax.numpy.ones(3)
+
+    def compile_one(scale):      # a program nothing has compiled before
+        jax.jit(lambda x: x * scale + 1.0)(x).block_until_ready()
+
+    def entries(name):
+        return sorted(f for f in os.listdir(tmp_path / name) if f.endswith("-cache"))
     try:
-        assert compile_cache.enable("") is None and jax.config.jax_compilation_cache_dir is None
-        assert compile_cache.summary() == "compilation cache off"
+        # Switching directories in one process reopens the cache at the new place; "" turns it off.
+        assert compile_cache.enable(str(tmp_path / "a")) == str(tmp_path / "a")
+        compile_one(3.0)
+        assert len(entries("a")) == 1 and compile_cache.summary().endswith(": 0 program(s) loaded "
+                                                                            "(0 s of compilation saved), 1 written")
+        compile_cache.enable(str(tmp_path / "b"))
+        compile_one(5.0)
+        assert len(entries("a")) == 1 and len(entries("b")) == 1 and "1 written" in compile_cache.summary()
+        assert compile_cache.enable("") is None and compile_cache.summary() == "compilation cache off"
+        compile_one(7.0)
+        assert len(entries("a")) == len(entries("b")) == 1
     finally:
-        compile_cache.enable(before or "")
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compile_cache.enable(before[0] or "")
 
 
 # ---- damaged checkpoints and checkpoints of another model ------------------------------------

@@ -17,6 +17,17 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(root) / "bridgetower_jax"
 
 
+def cpu_identity() -> str:
+    """What code compiled for this host's CPU depends on (-march=native, XLA:CPU): the CPU model and its
+    feature flags (Linux), else the processor's name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
 def build_library(source: pathlib.Path, *, compiler_env: str, default_compiler: str, flags: list[str],
                   purpose: str, hint: str, libs: tuple[str, ...] = (), key: str = "") -> str:
     """Path of `source` built as a shared library, compiling it (with $compiler_env, default

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
-import platform
 
 import jax
 import jax.numpy as jnp
@@ -26,16 +25,6 @@ TARGET = "bridgetower_attention"
 _PURPOSE = 'compute.attention_impl="cpu_kernel"'
 
 
-def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU model and its feature flags (Linux), else the processor."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [l for l in f if l.startswith(("model name", "flags", "Features", "CPU part"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
 @functools.cache
 def register() -> None:
     """Build (once per host and source) and register the kernel with XLA:CPU."""
@@ -43,7 +32,7 @@ def register() -> None:
         SOURCE, compiler_env="CXX", default_compiler="c++",
         flags=["-O3", "-march=native", "-std=c++17", "-fno-math-errno", f"-I{jax.ffi.include_dir()}"],
         purpose=_PURPOSE, hint='install g++, set CXX, or set compute.attention_impl="xla"',
-        key=importlib.metadata.version("jaxlib") + _cpu_identity())     # jaxlib ships the FFI headers
+        key=importlib.metadata.version("jaxlib") + native.cpu_identity())     # jaxlib ships the FFI headers
     library = ctypes.cdll.LoadLibrary(path)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.BridgetowerAttention), platform="cpu")
 
