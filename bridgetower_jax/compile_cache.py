@@ -11,8 +11,8 @@ them again (BridgeTower-base's train step: 70-90 s of compilation on CPU, ~3 min
   ""                 off (JAX compiles every program in every run)
   a path or gs://... that directory (created if missing; gs:// needs `gcsfs`, as gs:// workdirs do)
 
-The cache keeps at most MAX_BYTES, evicting the least recently used programs, unless
-$JAX_COMPILATION_CACHE_MAX_SIZE says otherwise. JAX writes entries from process 0 only, and each
+The project's own directory keeps at most MAX_BYTES, evicting the least recently used programs
+($JAX_COMPILATION_CACHE_MAX_SIZE overrides); any other directory has JAX's default, no limit. JAX writes entries from process 0 only, and each
 process reads its own `compilation_cache_dir`: on a multi-host run a location every host sees (a
 bucket, a shared file system) lets all of them load what process 0 wrote; with a host-local
 directory only process 0 skips compilation. Programs compiled in under a second are not kept. The
@@ -39,14 +39,16 @@ _since = dict(_counts)
 _listening = False
 
 
+def default_directory() -> str:
+    """The project's own cache for this host's CPU type (what "auto" means without the environment)."""
+    cpu = hashlib.sha256(native.cpu_identity().encode()).hexdigest()[:12]
+    return str(native.cache_dir() / "jax_compilation" / f"{platform.machine()}-{cpu}")
+
+
 def resolve(setting: str) -> str | None:
     """The directory `compilation_cache_dir = setting` stands for, or None for off."""
     if setting == AUTO:
-        if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-            setting = os.environ["JAX_COMPILATION_CACHE_DIR"]
-        else:
-            cpu = hashlib.sha256(native.cpu_identity().encode()).hexdigest()[:12]
-            return str(native.cache_dir() / "jax_compilation" / f"{platform.machine()}-{cpu}")
+        setting = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_directory()
     if not setting:
         return None
     return setting if "://" in setting else os.path.abspath(os.path.expanduser(setting))
@@ -89,8 +91,12 @@ def enable(setting: str) -> str | None:
         jax.monitoring.register_event_listener(_on_event)
         jax.monitoring.register_event_duration_secs_listener(_on_duration)
         _listening = True
-    if jax.config.jax_compilation_cache_max_size == -1 and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        # JAX's LRU eviction keeps a last-use file next to every entry and fails to write into a
+        # directory holding entries without one, so the cap is only set where every writer sets it: the
+        # project's own directory, which only this module's callers use. Elsewhere JAX's default: no cap.
+        capped = directory == default_directory()
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES if capped else -1)
     if directory != jax.config.jax_compilation_cache_dir:
         compilation_cache.reset_cache()     # JAX opens its cache once per process; reopen it at the new place
         jax.config.update("jax_compilation_cache_dir", directory)

@@ -199,9 +199,16 @@ def test_compilation_cache_setting(monkeypatch, tmp_path):
         assert compile_cache.enable("") is None and compile_cache.summary() == "compilation cache off"
         compile_one(7.0)
         assert len(entries("a")) == len(entries("b")) == 1
+        # The size cap (JAX's LRU eviction) only on the project's own directory, where every writer sets it.
+        assert jax.config.jax_compilation_cache_max_size == -1
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert compile_cache.enable("auto").startswith(str(tmp_path / "xdg"))
+        assert jax.config.jax_compilation_cache_max_size == compile_cache.MAX_BYTES
     finally:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
         compile_cache.enable(before[0] or "")
+        assert jax.config.jax_compilation_cache_max_size == -1
 
 
 # ---- damaged checkpoints and checkpoints of another model ------------------------------------
