@@ -12,11 +12,13 @@ them again (BridgeTower-base's train step: 70-90 s of compilation on CPU, ~3 min
   a path or gs://... that directory (created if missing; gs:// needs `gcsfs`, as gs:// workdirs do)
 
 The project's own directory keeps at most MAX_BYTES, evicting the least recently used programs
-($JAX_COMPILATION_CACHE_MAX_SIZE overrides); any other directory has JAX's default, no limit. JAX writes entries from process 0 only, and each
-process reads its own `compilation_cache_dir`: on a multi-host run a location every host sees (a
-bucket, a shared file system) lets all of them load what process 0 wrote; with a host-local
-directory only process 0 skips compilation. Programs compiled in under a second are not kept. The
-cache is trusted code: never point it at a directory others can write to.
+($JAX_COMPILATION_CACHE_MAX_SIZE overrides); any other directory has JAX's default, no limit.
+
+JAX writes entries from process 0 only, and each process reads its own `compilation_cache_dir`: on a
+multi-host run a location every host sees (a bucket, a shared file system) lets all of them load what
+process 0 wrote; with a host-local directory only process 0 skips compilation. Programs compiled in
+under a second are not kept. The cache is trusted code: never point it at a directory others can
+write to.
 """
 from __future__ import annotations
 
