@@ -189,7 +189,7 @@ class JaxWorker:
         exp_cfg = pretrain.get_config("base")
         with exp_cfg.unlocked():
             exp_cfg.model = type(exp_cfg.model)(cfg.to_dict())
-            exp_cfg.batch_size = a.train_batch
+            exp_cfg.batch_size = a.train_batch or 2     # 0: no train step is built, but the config needs a valid size
             exp_cfg.mesh.data = 1
             exp_cfg.data.max_text_len = a.text_len
             exp_cfg.objectives.itc = 0.0
@@ -308,24 +308,28 @@ class JaxWorker:
         return int((device.memory_stats() or {}).get("peak_bytes_in_use", 0))
 
     def cost_analysis(self):
-        """XLA's flop count for the MLM forward (batch 1) and for one loss+gradient (train batch)."""
+        """XLA's flop count for the MLM forward (batch 1) and for one loss+gradient (train batch, if any)."""
         import jax
         from bridgetower_jax import flops, tasks
         exp, a = self.exp, self.a
         params = self.state.params if self.state is not None else self.params
-        b1, bt = self._batch("forward_b1"), self._batch(f"train_b{a.train_batch}")
+        b1 = self._batch("forward_b1")
         # XLA counts no flops inside a custom call: the forward is counted on the exact attention path.
         from bridgetower_jax.models import BridgeTowerForPreTraining
         exact = exp.model.clone(config=self.cfg.with_compute(attention_impl="xla"))
         forward = jax.jit(lambda p, *x: exact.apply({"params": p}, *x, method=BridgeTowerForPreTraining.mlm))
         with exp.context():
             fwd = forward.lower(params, b1["input_ids"], b1["attention_mask"], b1["pixel_values"]).compile()
-            grad = jax.jit(jax.grad(lambda p, b, r: tasks.loss_and_metrics(exp.cfg, exp.model, p, b, r)[0])).lower(
-                params, bt, jax.random.PRNGKey(0)).compile()
         fwd_formula = flops.forward_flops(self.cfg, a.text_len) + flops.mlm_head_flops(self.cfg, a.text_len)
-        train_formula = flops.train_flops_per_example(self.cfg, "pretrain", a.text_len) * a.train_batch
-        return {"forward_b1": {"xla_flops": _xla_flops(fwd), "formula_flops": fwd_formula},
-                f"loss_and_grad_b{a.train_batch}": {"xla_flops": _xla_flops(grad), "formula_flops": train_formula}}
+        counts = {"forward_b1": {"xla_flops": _xla_flops(fwd), "formula_flops": fwd_formula}}
+        if a.train_batch:
+            bt = self._batch(f"train_b{a.train_batch}")
+            with exp.context():
+                grad = jax.jit(jax.grad(lambda p, b, r: tasks.loss_and_metrics(exp.cfg, exp.model, p, b, r)[0])).lower(
+                    params, bt, jax.random.PRNGKey(0)).compile()
+            train_formula = flops.train_flops_per_example(self.cfg, "pretrain", a.text_len) * a.train_batch
+            counts[f"loss_and_grad_b{a.train_batch}"] = {"xla_flops": _xla_flops(grad), "formula_flops": train_formula}
+        return counts
 
     def device_peak(self):
         from bridgetower_jax import flops
@@ -587,7 +591,7 @@ def run_benchmark(a) -> dict:
                    dropout_impl=a.dropout_impl)
     cfg = model_config(a.preset, compute)
     cpus = sorted(os.sched_getaffinity(0))[: a.threads] if a.threads else sorted(os.sched_getaffinity(0))
-    phases = [f"forward_b{b}" for b in a.forward_batches] + [f"train_b{a.train_batch}"]
+    phases = [f"forward_b{b}" for b in a.forward_batches] + ([f"train_b{a.train_batch}"] if a.train_batch else [])
 
     workdir = tempfile.mkdtemp(prefix="bt_bench_")
     Path(workdir, "hf_config.json").write_text(json.dumps(to_hf_config(cfg).to_dict()))
@@ -661,7 +665,8 @@ def run_benchmark(a) -> dict:
                 results["forward_b1_logits_max_abs_diff"] = float(diff)
         results["load_average_end"] = os.getloadavg()
         # XLA's cost analysis counts a while loop's body once, so scanned layers would be undercounted.
-        if not (a.skip_cost_analysis or a.scan_layers):
+        # It counts the forward on forward_b1's inputs.
+        if not (a.skip_cost_analysis or a.scan_layers) and "forward_b1" in phases:
             ca = jax_w("cost_analysis")
             for v in ca.values():
                 v["formula_over_xla"] = v["formula_flops"] / v["xla_flops"] if v["xla_flops"] else None
@@ -741,7 +746,7 @@ def parse_args(argv=None):
     p.add_argument("--text_len", type=int, default=40)
     p.add_argument("--forward_batches", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4],
                    help="comma-separated; empty: no forward phases")
-    p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--train_batch", type=int, default=2, help="0: no train phase")
     p.add_argument("--reps", type=int, default=10, help="timed calls per framework for each forward phase")
     p.add_argument("--train_reps", type=int, default=10, help="timed calls per framework for the train step")
     p.add_argument("--threads", type=int, default=0, help="CPUs for each worker (0: all this process may use)")
@@ -766,6 +771,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict | None:
     a = parse_args(argv)
+    if not a.worker and (a.train_batch < 0 or any(b < 1 for b in a.forward_batches)
+                         or not (a.forward_batches or a.train_batch)):
+        raise SystemExit(f"bench.vs_pytorch: --forward_batches {a.forward_batches} and --train_batch {a.train_batch}: "
+                         "batches must be positive (train batch 0: no train phase), and at least one phase is needed")
     if a.worker:
         os.sched_setaffinity(0, [int(c) for c in a.cpus.split(",")])   # before jax / torch size their pools
         worker_main(a)

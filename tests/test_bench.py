@@ -1,4 +1,4 @@
-"""Smoke test of bench/vs_pytorch.py: both workers start, every phase runs once, the JSON has its fields.
+"""Smoke tests of bench/vs_pytorch.py: both workers start, each phase runs once, the JSON has its fields.
 
 Timings are not checked (the machine is shared); parity of the two sides' first logits is.
 """
@@ -20,18 +20,13 @@ def no_simulated_devices(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
 
 
-@pytest.mark.slow   # ~75 s on the 2-core VM: the trainer's real train step compiles (tiny model, 60 s)
-def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
+def _check_results(r: dict, phases: set[str]):
+    """What every run's JSON holds, whichever phases it ran."""
     from bench import vs_pytorch
-    out = tmp_path / "tiny.json"
-    vs_pytorch.main(["--preset", "tiny", "--text_len", "8", "--forward_batches", "1", "--train_batch", "2",
-                     "--reps", "1", "--train_reps", "1", "--settle", "0", "--retain_host_memory", "--json", str(out)])
-    r = json.loads(out.read_text())
     assert r["preset"] == "tiny" and r["device"] == "cpu" and r["threads"] >= 1
     # auto on CPU, float32: the kernel where a C++ compiler can build it
     assert r["compute"]["attention_impl"] == ("cpu_kernel" if shutil.which(os.environ.get("CXX", "c++")) else "xla")
-    assert r["retain_host_memory"] and r["jax_info"]["large_block_cache"] and r["torch_info"]["large_block_cache"]
-    assert set(r["phases"]) == {"forward_b1", "train_b2"}
+    assert set(r["phases"]) == phases
     for phase, e in r["phases"].items():
         for side in ("jax", "torch"):
             for key in ("median_s", "min_s", "times_s", "peak_memory_bytes", "peak_memory_incl_warmup_bytes", "mfu"):
@@ -40,6 +35,8 @@ def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
         assert e["ratio_time"] > 0 and e["ratio_memory"] > 0 and e["model_flops"] > 0
         assert e["jax"]["compile_s"] > 0 and e["jax"]["recompiles_during_timing"] == 0
     assert r["forward_b1_logits_max_abs_diff"] < 1e-3          # both sides run the same model
+    assert set(r["cost_analysis"]) == {"forward_b1"} | {f"loss_and_grad_{p[len('train_'):]}" for p in phases
+                                                          if p.startswith("train_")}
     for v in r["cost_analysis"].values():
         assert 0.8 < v["formula_over_xla"] < 1.2
     assert r["peak_flops"] > 0 and r["xla_flags"] == "" and r["jax_info"]["xla_flags"] == ""   # as the trainer
@@ -49,6 +46,36 @@ def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
     assert set(r["gemms"]) == set(vs_pytorch.model_gemms(vs_pytorch.model_config("tiny", {}), 1, 8))
     for g in r["gemms"].values():
         assert g["jax_s"] > 0 and g["torch_s"] > 0 and g["ratio_time"] > 0
+
+
+def test_vs_pytorch_tiny_forward_writes_every_field(tmp_path, no_simulated_devices):
+    """--train_batch 0: the forward phases alone (~15 s on the 2-core VM)."""
+    from bench import vs_pytorch
+    out = tmp_path / "tiny.json"
+    vs_pytorch.main(["--preset", "tiny", "--text_len", "8", "--forward_batches", "1", "--train_batch", "0",
+                     "--reps", "1", "--settle", "0", "--json", str(out)])
+    r = json.loads(out.read_text())
+    _check_results(r, {"forward_b1"})
+    assert not r["retain_host_memory"] and not r["jax_info"]["large_block_cache"]
+
+
+def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
+    """Every phase, the trainer's own train step included (~25 s on the 2-core VM)."""
+    from bench import vs_pytorch
+    out = tmp_path / "tiny.json"
+    vs_pytorch.main(["--preset", "tiny", "--text_len", "8", "--forward_batches", "1", "--train_batch", "2",
+                     "--reps", "1", "--train_reps", "1", "--settle", "0", "--retain_host_memory", "--json", str(out)])
+    r = json.loads(out.read_text())
+    _check_results(r, {"forward_b1", "train_b2"})
+    assert r["retain_host_memory"] and r["jax_info"]["large_block_cache"] and r["torch_info"]["large_block_cache"]
+
+
+@pytest.mark.parametrize("args", [["--forward_batches", "", "--train_batch", "0"], ["--train_batch", "-2"],
+                                  ["--forward_batches", "0,4"]])
+def test_impossible_phases_are_refused(args):
+    from bench import vs_pytorch
+    with pytest.raises(SystemExit, match="at least one phase"):
+        vs_pytorch.main(["--preset", "tiny", *args])
 
 
 def test_plot_draws_one_bar_per_phase_and_a_tick_per_target(tmp_path):
