@@ -41,11 +41,12 @@ inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 inline v16 splat(float x) { return v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
 // exp(x) for x <= 0 (scores minus their row maximum): Cody-Waite reduction x = n ln2 + r, a degree-6
-// polynomial for exp(r) on [-ln2/2, ln2/2] (relative error ~1e-7), and 2^n from the exponent bits.
-// Below -87.3 the result is flushed to 0 (expf is subnormal there; weights that small change no sum).
+// polynomial for exp(r) on [-ln2/2, ln2/2] (relative error ~1e-7), and the scaling by 2^n. Below
+// -87.3 the result is flushed to 0 (expf is subnormal there; weights that small change no sum).
 #if defined(__AVX512F__)
 // AVX-512: the rounding and the 2^n scaling are one instruction each (roundscale, scalef), and the
-// flush is the scalef's zero mask: 11 vector operations where the portable version takes ~20.
+// flush is the scalef's zero mask: 15 vector operations where the portable version (2^n from the
+// exponent bits, the flush a select) takes ~22.
 inline v16 exp_nonpositive(v16 x) {
   const __m512 xv = reinterpret_cast<__m512>(x);
   // NaN is kept (not-less-than is true for it) and passed through by max: it propagates, as in expf.
@@ -123,11 +124,12 @@ constexpr int kScoreRows = 12, kValueAccumulators = 24;
 constexpr int kScoreRows = 3, kValueAccumulators = 4;
 #endif
 
-// scores[r, j] = sum_d q[r, d] kt[j, d] for ROWS rows and the 16 * KV keys from j, in ROWS x KV
-// accumulators. Keys with keep[j] = 0 (masked) score the float32 minimum, as in transformers; the
-// padding (keep[j] = -1) scores -inf, below that, so its weight is 0 even in a row whose keys are all
-// masked (where the masked keys' scores are the maximum). row_max[r] takes the tile's maximum. kt holds the keys in blocks of 16
-// ([k_pad / 16][depth][16]), so each block is one contiguous stream over d.
+// scores[r, j] = sum_d q[r, d] k[j, d] for ROWS rows and the 16 * KV keys from j, in ROWS x KV
+// accumulators. kt holds the keys in blocks of 16 ([k_pad / 16][depth][16]), so each block is one
+// contiguous stream over d. Keys with keep[j] = 0 (masked) score the float32 minimum, as in
+// transformers; the padding (keep[j] = -1) scores -inf, below that, so its weight is 0 even in a row
+// whose keys are all masked (where the masked keys' scores are the maximum). row_max[r] takes the
+// tile's maximum.
 template <int ROWS, int KV>
 inline void score_tile(const float* q, int64_t q_stride, const float* kt, const float* keep, int64_t depth,
                        int64_t k_pad, int64_t j, float* scores, v16* row_max) {
@@ -257,7 +259,6 @@ void attend_one(const Shapes& s, int64_t b, int64_t h, const float* q, const flo
     const int rows = static_cast<int>(std::min<int64_t>(kRows, s.q_len - i0));
     const float* qb = q + (b * s.q_len + i0) * row_stride + h * D;
     float row_max[kRows];
-    // The block's queries transposed to [D, kRows]: the score tiles broadcast them from one stream.
     score_rows_any(rows, qb, row_stride, w.kt.data(), w.keep.data(), D, s.k_pad, w.scores.data(), row_max);
     for (int r = 0; r < rows; ++r) {
       float* row = w.scores.data() + r * s.k_pad;
