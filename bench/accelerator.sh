@@ -8,8 +8,10 @@
 # Packages missing from the accelerator's image (ml_collections) travel as wheels in .whl/ (git-ignored;
 # `pip download ml-collections==1.1.0 --no-deps -d .whl` where there is network, or copy the wheel from
 # a local package mirror) and are installed here without network. Environment: TRAIN_BATCH (32), REPS
-# (10), PROFILE_TIMEOUT (seconds, 300; 0 skips the profile), PRESET / DEVICE (base / gpu;
-# `PRESET=tiny DEVICE=cpu TRAIN_BATCH=2` rehearses the whole script on CPU).
+# (10), PROFILE_TIMEOUT (seconds, 300; 0 skips the profile), SCALE_BATCHES (train batches timed after the
+# profile, for MFU against batch size: "64"; "" skips them), SCALE_TIMEOUT (seconds each, 300), PRESET /
+# DEVICE (base / gpu; `PRESET=tiny DEVICE=cpu TRAIN_BATCH=2 SCALE_BATCHES=4` rehearses the whole script on
+# CPU). Order: what the targets need first, so a run cut short keeps them.
 set -euo pipefail
 OUT=${OUT:-/tmp/bench_out}
 PRESET=${PRESET:-base}
@@ -28,8 +30,12 @@ trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 export JAX_COMPILATION_CACHE_DIR
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import jax, torch, transformers, flax; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__, 'transformers', transformers.__version__, 'flax', flax.__version__)"
+# No cost analysis: on the GPU XLA's count sees neither cuDNN's attention nor most GEMMs of the gradient
+# (the CPU runs check the formula), and compiling the gradient for it costs minutes of device time.
+cost_analysis=$([ "$DEVICE" = cpu ] && echo "" || echo "--skip_cost_analysis")
 python3 -m bench.vs_pytorch --preset "$PRESET" --device "$DEVICE" --train_batch "${TRAIN_BATCH:-32}" \
-  --reps "${REPS:-10}" --train_reps "${REPS:-10}" --json "$OUT/${PRESET}_${DEVICE}.json" 2>&1 | tee "$OUT/${PRESET}_${DEVICE}.log"
+  --reps "${REPS:-10}" --train_reps "${REPS:-10}" $cost_analysis --json "$OUT/${PRESET}_${DEVICE}.json" 2>&1 \
+  | tee "$OUT/${PRESET}_${DEVICE}.log"
 if [ "${PROFILE_TIMEOUT:-300}" -gt 0 ]; then
   # The longest ops of one step, labelled with the part of the model they come from; the raw trace and
   # the optimised HLO stay in $OUT/profile. A time-out leaves the bench's results above intact.
@@ -37,3 +43,9 @@ if [ "${PROFILE_TIMEOUT:-300}" -gt 0 ]; then
     --reps 3 --trace "$OUT/profile" --top 40 2>&1 | tee "$OUT/profile.log" \
     || echo "bench.profile_step did not finish (exit ${PIPESTATUS[0]}); the bench's results are in $OUT" | tee -a "$OUT/profile.log"
 fi
+# The trainer's step alone at larger batches (each compiles anew): step times, MFU and device memory.
+for batch in ${SCALE_BATCHES-64}; do
+  timeout "${SCALE_TIMEOUT:-300}" python3 -m bench.profile_step --preset "$PRESET" --batch "$batch" --reps 5 \
+    2>&1 | tee -a "$OUT/scale.log" \
+    || echo "bench.profile_step at batch $batch did not finish (exit ${PIPESTATUS[0]})" | tee -a "$OUT/scale.log"
+done

@@ -162,7 +162,15 @@ def main(argv=None) -> None:
     cached = f"; large-block cache {cache['mapped_bytes'] / 1e9:.2f} GB mapped" if cache else ""
     device_peak = (device.memory_stats() or {}).get("peak_bytes_in_use") if device.platform != "cpu" else None
     memory = f"device peak {device_peak / 1e9:.2f} GB; " if device_peak else ""
-    print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; {memory}"
+    # MFU as bench.vs_pytorch counts it, where the device's peak is known (accelerators).
+    from bridgetower_jax import flops
+    work = (flops.train_flops_per_example(cfg, "pretrain", a.text_len) if a.phase == "train" else
+            flops.forward_flops(cfg, a.text_len) + flops.mlm_head_flops(cfg, a.text_len)) * a.batch
+    peak = flops.peak_flops_per_device()
+    median = sorted(times)[len(times) // 2] if times else None
+    mfu = (f"{work / median / 1e12:.1f} model TFLOP/s, MFU {100 * work / median / peak:.1f} % of "
+           f"{peak / 1e12:g} TFLOP/s; " if peak and median else "")
+    print("step s: " + " ".join(f"{t:.3f}" for t in times) + f"; loss {float(metrics['loss']):.4f}; {mfu}{memory}"
           f"peak RSS {peak_rss_gb():.2f} GB; {faults / 1e3:.0f}k page faults per step; {busy:.2f} of "
           f"{len(os.sched_getaffinity(0))} CPUs busy{cached}", flush=True)
     if not a.trace:
