@@ -1,6 +1,7 @@
 """Bar chart of the JAX/PyTorch time ratios in `bench.vs_pytorch` JSON files, as a self-contained SVG.
 
-    python -m bench.plot bench/results/tiny_cpu.json bench/results/base_cpu.json bench/results/base_h200.json \
+    python -m bench.plot bench/results/tiny_cpu.json bench/results/base_cpu.json \
+        bench/results/tiny_cpu_epyc.json bench/results/base_cpu_epyc.json bench/results/base_h200.json \
         --out bench/results/ratios.svg
 
 One bar per (file, phase), shorter is faster for JAX; a tick marks the issue's target where the phase
@@ -17,7 +18,16 @@ from xml.sax.saxutils import escape
 TARGETS = {("cpu", "base", "train"): 0.8, ("cpu", "base", "forward_b4"): 0.9, ("cpu", "tiny", "train"): 0.5,
            ("gpu", "base", "train"): 0.7}
 
-ROW, LABEL_W, BAR_W, PAD = 22, 190, 420, 12
+ROW, LABEL_W, BAR_W, PAD = 22, 240, 420, 12
+
+
+def machine(result: dict) -> str:
+    """The device, and for CPUs the maker and family ("cpu AMD EPYC"): the ratios differ by CPU."""
+    if result["device"] != "cpu":
+        return result["device"]
+    words = [w for w in result.get("cpu_model", "").replace("(R)", "").replace("(TM)", "").split()
+             if w not in ("CPU", "Processor")]
+    return " ".join(["cpu"] + words[:2])
 
 
 def bars(results: list[dict]) -> list[tuple[str, float, float | None]]:
@@ -27,7 +37,7 @@ def bars(results: list[dict]) -> list[tuple[str, float, float | None]]:
         for phase, entry in r["phases"].items():
             target = next((t for (dev, preset, prefix), t in TARGETS.items()
                            if dev == r["device"] and preset == r["preset"] and phase.startswith(prefix)), None)
-            out.append((f"{r['preset']} {r['device']} {phase}", entry["ratio_time"], target))
+            out.append((f"{r['preset']} {machine(r)} {phase}", entry["ratio_time"], target))
     return out
 
 

@@ -100,6 +100,17 @@ def test_plot_draws_one_bar_per_phase_and_a_tick_per_target(tmp_path):
     assert len(ticks) == sum(t is not None for _, _, t in rows) == 3     # base train, base forward_b4, tiny train
 
 
+def test_plot_labels_name_the_cpu():
+    """Ratios against PyTorch depend on the CPU (its GEMM library's path), so CPU bars say which one."""
+    from bench import plot
+    assert plot.machine({"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Processor"}) == "cpu Intel Xeon"
+    assert plot.machine({"device": "cpu", "cpu_model": "AMD EPYC 9B45 128-Core Processor"}) == "cpu AMD EPYC"
+    assert plot.machine({"device": "gpu", "cpu_model": "AMD EPYC"}) == "gpu"
+    labels = [label for label, _, _ in plot.bars([json.loads((ROOT / "bench" / "results" / name).read_text())
+                                                  for name in ("base_cpu.json", "base_cpu_epyc.json")])]
+    assert labels[0] == "base cpu Intel Xeon forward_b1" and labels[-1] == "base cpu AMD EPYC train_b2"
+
+
 def test_auto_compute_settings(monkeypatch, tmp_path):
     """What "auto" means, shared by bench.vs_pytorch and bench.profile_step (a run of either that does
     not name them measures the same program)."""
