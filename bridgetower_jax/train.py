@@ -169,7 +169,10 @@ def make_train_step(exp: Experiment):
         params, opt_state, skipped = nonfinite.update_if_finite(tx, grads, state.opt_state, state.params,
                                                                 metrics["loss"], grad_norm)
         nonfinite_steps = state.nonfinite_steps + skipped
-        metrics = {**metrics, "grad_norm": grad_norm, "lr": exp.schedule(state.step), "skipped": skipped,
+        # The learning rate of this step's update: optax's schedule counts applied updates, and a
+        # skipped step applies none, so it trails the step number by the steps skipped so far.
+        lr = exp.schedule(state.step - state.nonfinite_steps)
+        metrics = {**metrics, "grad_norm": grad_norm, "lr": lr, "skipped": skipped,
                    "nonfinite_steps": nonfinite_steps}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                           nonfinite_steps=nonfinite_steps), metrics

@@ -282,6 +282,11 @@ def test_nan_skip_leaves_the_state_unchanged_and_counts(demo_data, run_env, tmp_
         if key not in ("step", "nonfinite_steps"):
             np.testing.assert_array_equal(after[key], before[key], err_msg=key)
     assert after["nonfinite_steps"] == 1 and after["step"] == 3
+    # The logged learning rate is the one applied: the schedule counts applied updates (2 after step 3).
+    counts = {key: int(value) for key, value in after.items() if key.endswith("count")}
+    assert counts and set(counts.values()) == {2}, counts
+    lrs = [records[s]["lr"] for s in range(1, TOTAL + 1)]
+    assert lrs[3] == lrs[2] and len(set(lrs)) == TOTAL - 1, lrs
     assert_all_checkpoints_finite(tmp_path)
 
 
