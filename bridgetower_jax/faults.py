@@ -13,8 +13,9 @@
     nan_batch@N           make step N's batch NaN (every float array): a poisoned input
     bad_images_below@N    every stored image with index < N (in any split) fails to decode
 
-Each fault fires in the process whose environment names it; with the variable unset every hook
-is a dictionary lookup. The reliability tests (tests/test_reliability.py) drive the trainer
+Each fault fires in the process whose environment names it; `KIND@N:P` fires it only in the process
+whose `jax.process_index()` is P (a launcher gives every process the same environment: one host of a
+pod preempted). With the variable unset every hook is a dictionary lookup. The reliability tests (tests/test_reliability.py) drive the trainer
 through these faults in subprocesses.
 """
 from __future__ import annotations
@@ -34,18 +35,27 @@ KINDS = ("sigkill_after_step", "sigkill_in_save", "sigterm_after_step", "nan_bat
 
 @functools.lru_cache(maxsize=None)
 def _planned() -> frozenset:
-    """{(kind, step)} from BRIDGETOWER_FAULTS (read once per process)."""
+    """{(kind, step, process index or None)} from BRIDGETOWER_FAULTS (read once per process)."""
     planned = set()
     for item in filter(None, (s.strip() for s in os.environ.get(ENV, "").split(","))):
-        kind, _, step = item.partition("@")
-        if kind not in KINDS or not step.isdigit():
-            raise ValueError(f"{ENV}: cannot parse {item!r}; expected KIND@STEP with KIND one of {KINDS}")
-        planned.add((kind, int(step)))
+        kind, _, where = item.partition("@")
+        step, _, process = where.partition(":")
+        if kind not in KINDS or not step.isdigit() or not (process.isdigit() or process == ""):
+            raise ValueError(f"{ENV}: cannot parse {item!r}; expected KIND@STEP or KIND@STEP:PROCESS with "
+                             f"KIND one of {KINDS}")
+        planned.add((kind, int(step), int(process) if process else None))
     return frozenset(planned)
 
 
 def planned(kind: str, step: int) -> bool:
-    return (kind, step) in _planned()
+    for k, n, process in _planned():
+        if (k, n) == (kind, step):
+            if process is None:
+                return True
+            import jax      # only for a fault aimed at one process, which fires after JAX has started
+            if process == jax.process_index():
+                return True
+    return False
 
 
 def poison_batch(step: int, batch: dict) -> dict:
@@ -58,7 +68,7 @@ def poison_batch(step: int, batch: dict) -> dict:
 
 def image_bytes(index: int, data: bytes) -> bytes:
     """bad_images_below@N: the stored bytes of images < N are replaced by undecodable ones."""
-    if any(kind == "bad_images_below" and index < n for kind, n in _planned()):
+    if any(kind == "bad_images_below" and index < n for kind, n, _ in _planned()):
         return b"\xff\xd8 injected fault: not a JPEG \xff\xd9"
     return data
 

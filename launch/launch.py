@@ -36,6 +36,9 @@ WORKER_SCRIPT = "launch/tpu_worker.sh"  # relative to the code directory on ever
 SLURM_TASK_SCRIPT = "launch/slurm_task.sh"
 REMOTE_TARBALL = "bt_code.tar.gz"  # in the worker's home directory, removed after unpacking
 REMOTE_LOG_DIR = "bt_logs"  # per-worker logs, relative to the worker's home (tpu_worker.sh's BT_LOG_DIR)
+# The trainer's exit code after a preemption checkpoint (bridgetower_jax.preemption.EXIT_PREEMPTED;
+# repeated here because this file uses the standard library only).
+EXIT_PREEMPTED = 75
 
 # Every setting the env file may hold: name -> default (None: no default, must be given).
 # The flag for NAME is --name-with-dashes; a flag beats the env file, the env file beats the default.
@@ -232,11 +235,14 @@ def process_line(process: Process) -> str:
 
 
 def run_processes(processes: list[Process], runner: Runner, timeout: float | None = None,
-                  log_dir: str | None = None, grace_s: float = 10.0) -> int:
+                  log_dir: str | None = None, grace_s: float = 10.0, preempted_wait_s: float = 300.0) -> int:
     """Starts all processes, prefixes their output with [label], waits for all of them.
 
-    Returns 0 when every process exits 0. When one fails (or the timeout passes) the others
-    are terminated, because the survivors would otherwise wait forever in a collective.
+    Returns 0 when every process exits 0, and EXIT_PREEMPTED (75) when they all stopped for a
+    preemption (each wrote its part of the same checkpoint: rerun the same command). A process that
+    exits 75 leaves the others preempted_wait_s to finish that checkpoint. When one fails (or the
+    timeout passes) the others are terminated, because the survivors would otherwise wait forever in
+    a collective; the return value is then 1.
     """
     for process in processes:
         runner.show(process_line(process))
@@ -270,11 +276,18 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
         threads.append(thread)
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    failed = None
+    failed, preempted_since = None, None
     try:
         while any(child.poll() is None for child in children):
-            failed = next((p.label for p, c in zip(processes, children) if c.poll() not in (None, 0)), None)
+            codes = [c.poll() for c in children]
+            failed = next((p.label for p, code in zip(processes, codes) if code not in (None, 0, EXIT_PREEMPTED)),
+                          None)
             if failed is not None:
+                break
+            if EXIT_PREEMPTED in codes and preempted_since is None:
+                preempted_since = time.monotonic()
+            if preempted_since is not None and time.monotonic() - preempted_since > preempted_wait_s:
+                failed = "preemption"
                 break
             if deadline is not None and time.monotonic() > deadline:
                 failed = "timeout"
@@ -287,9 +300,17 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
     for thread in threads:
         thread.join(timeout=5)
     statuses = {p.label: c.wait() for p, c in zip(processes, children)}
+    if failed is None and EXIT_PREEMPTED in statuses.values() and set(statuses.values()) <= {0, EXIT_PREEMPTED}:
+        print(f"launch: preempted: every process stopped after writing its checkpoint (exit statuses "
+              f"{statuses}); rerun the same command to resume (exit code {EXIT_PREEMPTED})", file=sys.stderr)
+        return EXIT_PREEMPTED
     bad = {label: status for label, status in statuses.items() if status != 0}
     if bad or failed == "timeout":
-        reason = f"timed out after {timeout:g} s; " if failed == "timeout" else ""
+        reason = ""
+        if failed == "timeout":
+            reason = f"timed out after {timeout:g} s; "
+        elif failed == "preemption":
+            reason = f"stopped the processes still running {preempted_wait_s:g} s after one was preempted; "
         print(f"launch: {reason}exit statuses {statuses}", file=sys.stderr)
         return 1
     return 0

@@ -373,6 +373,29 @@ def test_local_runner_fails_fast_and_prefixes_output(capsys, tmp_path):
     assert (tmp_path / "p1.log").read_text() == "one\n"
 
 
+def test_local_runner_exits_75_when_every_process_was_preempted(capsys):
+    """A preempted process exits 75 once its part of the common checkpoint is written; the others get
+    time to finish theirs (they are not stopped), and the launcher passes 75 on: rerun the same command."""
+    from bridgetower_jax import preemption
+    assert launch.EXIT_PREEMPTED == preemption.EXIT_PREEMPTED
+    processes = [launch.Process("p0", [sys.executable, "-c", "import sys; sys.exit(75)"]),
+                 launch.Process("p1", [sys.executable, "-c", "import sys, time; time.sleep(1.5); print('saved');"
+                                                             " sys.exit(75)"])]
+    status = launch.run_processes(processes, launch.Runner(dry_run=False), grace_s=5)
+    out = capsys.readouterr()
+    assert status == launch.EXIT_PREEMPTED, out.err
+    assert "[p1] saved" in out.out and "rerun the same command to resume" in out.err
+
+
+def test_local_runner_stops_a_process_that_outlives_a_preemption(capsys):
+    processes = [launch.Process("p0", [sys.executable, "-c", "import sys; sys.exit(75)"]),
+                 launch.Process("p1", [sys.executable, "-c", "import time; time.sleep(120)"])]
+    start = time.monotonic()
+    status = launch.run_processes(processes, launch.Runner(dry_run=False), grace_s=2, preempted_wait_s=1)
+    assert status == 1 and time.monotonic() - start < 30
+    assert "still running 1 s after one was preempted" in capsys.readouterr().err
+
+
 STAND_IN_TRAINER = """
 import argparse, json, os, sys
 import jax, jax.numpy as jnp

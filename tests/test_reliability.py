@@ -346,6 +346,23 @@ def test_an_undecodable_image_names_the_record(demo_data, monkeypatch):
         faults._planned.cache_clear()
 
 
+def test_a_fault_can_be_aimed_at_one_process(monkeypatch):
+    """`KIND@STEP:P` fires only in process P (the multi-host preemption test sends SIGTERM to one host)."""
+    try:
+        for spec, expected in (("sigterm_after_step@2:1,nan_batch@3", (False, True)),
+                               ("sigterm_after_step@2:0", (True, False))):
+            monkeypatch.setenv(faults.ENV, spec)
+            faults._planned.cache_clear()
+            assert (faults.planned("sigterm_after_step", 2), faults.planned("nan_batch", 3)) == expected, spec
+        monkeypatch.setenv(faults.ENV, "sigterm_after_step@2:one")
+        faults._planned.cache_clear()
+        with pytest.raises(ValueError, match="KIND@STEP:PROCESS"):
+            faults.planned("sigterm_after_step", 2)
+    finally:
+        monkeypatch.delenv(faults.ENV)
+        faults._planned.cache_clear()
+
+
 # ---- configs checked before anything compiles ------------------------------------------------
 def tiny(demo_data, **overrides):
     from train_fixtures import tiny_config
