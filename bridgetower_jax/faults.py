@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 import signal
 import time
 from typing import Callable
@@ -38,12 +39,15 @@ def _planned() -> frozenset:
     """{(kind, step, process index or None)} from BRIDGETOWER_FAULTS (read once per process)."""
     planned = set()
     for item in filter(None, (s.strip() for s in os.environ.get(ENV, "").split(","))):
-        kind, _, where = item.partition("@")
-        step, _, process = where.partition(":")
-        if kind not in KINDS or not step.isdigit() or not (process.isdigit() or process == ""):
+        m = re.fullmatch(r"([a-z_]+)@(\d+)(?::(\d+))?", item, re.ASCII)
+        if not m or m.group(1) not in KINDS:
             raise ValueError(f"{ENV}: cannot parse {item!r}; expected KIND@STEP or KIND@STEP:PROCESS with "
                              f"KIND one of {KINDS}")
-        planned.add((kind, int(step), int(process) if process else None))
+        kind, step, process = m.group(1), int(m.group(2)), m.group(3)
+        if process is not None and kind == "bad_images_below":
+            # Read in data-loading workers, which must not start JAX to learn their process index.
+            raise ValueError(f"{ENV}: {item!r}: bad_images_below cannot be aimed at one process")
+        planned.add((kind, step, int(process) if process is not None else None))
     return frozenset(planned)
 
 

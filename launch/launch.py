@@ -240,7 +240,8 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
 
     Returns 0 when every process exits 0, and EXIT_PREEMPTED (75) when they all stopped for a
     preemption (each wrote its part of the same checkpoint: rerun the same command). A process that
-    exits 75 leaves the others preempted_wait_s to finish that checkpoint. When one fails (or the
+    exits 75 leaves the others preempted_wait_s to finish that checkpoint; a SIGTERM to the launcher
+    is passed on to every process. When one fails (or the
     timeout passes) the others are terminated, because the survivors would otherwise wait forever in
     a collective; the return value is then 1.
     """
@@ -275,6 +276,21 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
         thread.start()
         threads.append(thread)
 
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        # A preemption notice sent to the launcher (the children run in their own sessions and do not
+        # get it): pass it on, and go on waiting while they write their checkpoint and exit 75.
+        def pass_sigterm_on(signum, frame):
+            del signum, frame
+            print("launch: SIGTERM: passed on to the processes; waiting for their checkpoint", file=sys.stderr)
+            for child in children:
+                if child.poll() is None:
+                    try:
+                        os.killpg(child.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+        previous_handler = signal.signal(signal.SIGTERM, pass_sigterm_on)
+
     deadline = None if timeout is None else time.monotonic() + timeout
     failed, preempted_since = None, None
     try:
@@ -295,6 +311,9 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
             time.sleep(0.2)
     except KeyboardInterrupt:
         failed = "interrupt"
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     if failed is not None:
         stop_processes(children, grace_s)
     for thread in threads:

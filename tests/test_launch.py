@@ -5,9 +5,11 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -385,6 +387,33 @@ def test_local_runner_exits_75_when_every_process_was_preempted(capsys):
     out = capsys.readouterr()
     assert status == launch.EXIT_PREEMPTED, out.err
     assert "[p1] saved" in out.out and "rerun the same command to resume" in out.err
+
+
+def test_local_runner_passes_sigterm_on_and_waits_for_the_checkpoint(capsys):
+    """SIGTERM to the launcher (a preempted host): every process gets it, checkpoints, exits 75."""
+    trainer = ("import signal, sys, time\n"
+               "def preempted(*_):\n    time.sleep(0.5); print('checkpoint written', flush=True); sys.exit(75)\n"
+               "signal.signal(signal.SIGTERM, preempted)\ntime.sleep(60)\n")
+    processes = [launch.Process(f"p{i}", [sys.executable, "-c", trainer]) for i in range(2)]
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    start = time.monotonic()
+    status = launch.run_processes(processes, launch.Runner(dry_run=False), grace_s=5)
+    out = capsys.readouterr()
+    assert status == launch.EXIT_PREEMPTED and time.monotonic() - start < 30, out.err
+    assert "[p0] checkpoint written" in out.out and "[p1] checkpoint written" in out.out
+    assert "SIGTERM: passed on to the processes" in out.err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_local_runner_fails_fast_when_a_process_crashes_after_a_preemption(capsys):
+    processes = [launch.Process("p0", [sys.executable, "-c", "import sys; sys.exit(75)"]),
+                 launch.Process("p1", [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"]),
+                 launch.Process("p2", [sys.executable, "-c", "import time; time.sleep(120)"])]
+    start = time.monotonic()
+    status = launch.run_processes(processes, launch.Runner(dry_run=False), grace_s=2)
+    assert status == 1 and time.monotonic() - start < 30     # not the 300 s a preemption would get
+    assert "'p1': 3" in capsys.readouterr().err
 
 
 def test_local_runner_stops_a_process_that_outlives_a_preemption(capsys):

@@ -354,10 +354,15 @@ def test_a_fault_can_be_aimed_at_one_process(monkeypatch):
             monkeypatch.setenv(faults.ENV, spec)
             faults._planned.cache_clear()
             assert (faults.planned("sigterm_after_step", 2), faults.planned("nan_batch", 3)) == expected, spec
-        monkeypatch.setenv(faults.ENV, "sigterm_after_step@2:one")
+        for bad in ("sigterm_after_step@2:one", "sigterm_after_step@2:", "sigterm_after_step@\u00b2"):
+            monkeypatch.setenv(faults.ENV, bad)
+            faults._planned.cache_clear()
+            with pytest.raises(ValueError, match="KIND@STEP:PROCESS"):
+                faults.planned("sigterm_after_step", 2)
+        monkeypatch.setenv(faults.ENV, "bad_images_below@5:1")
         faults._planned.cache_clear()
-        with pytest.raises(ValueError, match="KIND@STEP:PROCESS"):
-            faults.planned("sigterm_after_step", 2)
+        with pytest.raises(ValueError, match="cannot be aimed at one process"):
+            faults.image_bytes(0, b"")
     finally:
         monkeypatch.delenv(faults.ENV)
         faults._planned.cache_clear()
