@@ -29,7 +29,7 @@ import platform
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-from bridgetower_jax import native
+from bridgetower_jax import native, paths
 
 AUTO = "auto"
 MAX_BYTES = 4 << 30
@@ -68,27 +68,15 @@ def _on_duration(event: str, seconds: float, **_) -> None:
         _counts["saved_s"] += seconds
 
 
-def _make_directory(directory: str) -> None:
-    """Create it now: JAX would only warn once and run uncached if it could not (e.g. gs:// without gcsfs)."""
-    try:
-        if "://" in directory:
-            from etils import epath
-            epath.Path(directory).mkdir(parents=True, exist_ok=True)
-        else:
-            os.makedirs(directory, exist_ok=True)
-    except Exception as e:      # noqa: BLE001 - file systems raise anything (ImportError for a missing gcsfs)
-        raise ValueError(f"config.compilation_cache_dir: cannot create {directory} ({type(e).__name__}: {e}); "
-                         f"fix the path, install what its file system needs (gs://: gcsfs), or set it to \"\" "
-                         f"to compile without a cache") from None
-
-
 def enable(setting: str) -> str | None:
     """Use the cache `setting` names (see the module docstring) from the next compilation on; returns
     its directory, or None when off. Call before the first jitted step."""
     global _listening, _since
     directory = resolve(setting)
     if directory is not None:
-        _make_directory(directory)
+        # Now: JAX would only warn once and run uncached if it could not (e.g. gs:// without gcsfs).
+        paths.make_directory(directory, "config.compilation_cache_dir",
+                             fix='fix the path, or set it to "" to compile without a cache')
     if not _listening:
         jax.monitoring.register_event_listener(_on_event)
         jax.monitoring.register_event_duration_secs_listener(_on_duration)

@@ -20,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from etils import epath
 from jax.experimental import multihost_utils
 
 from bridgetower_jax import flops as flops_lib
 from bridgetower_jax import faults, host_memory, nonfinite, optim, param_surgery, preemption, resume, sharding, tasks
-from bridgetower_jax import compile_cache, validation
+from bridgetower_jax import compile_cache, paths, validation
 from bridgetower_jax.checkpoint import TrainCheckpointer, load_params
 from bridgetower_jax.metric_writer import MetricWriter
 
@@ -315,7 +314,7 @@ class Progress:
 
 def train_and_evaluate(cfg, workdir: str) -> dict:
     """Train `cfg` in `workdir` (resuming from its newest checkpoint); returns the last logged metrics."""
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    paths.make_directory(workdir, "--workdir")
     report = log.info if jax.process_index() == 0 else (lambda _: None)
     compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = load_data_assets(cfg)

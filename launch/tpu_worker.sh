@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on every Cloud TPU VM worker, from the code directory; launch/launch.py sends it there
 # with `gcloud ... ssh --worker=all`. Subcommands:
-#   setup                   make the venv and install requirements.txt with the TPU build of jax
+#   setup                   make the venv and install requirements.txt with the TPU build of jax,
+#                           and launch/requirements-gcs.txt (gcsfs, for the gs:// workdir)
 #   run NAME PYTHON_ARGS... start `python PYTHON_ARGS...` detached; output to $BT_LOG_DIR/NAME.log
 #   logs [--follow] [--lines N] NAME   print this worker's log, each line prefixed with the host
 #   stop                    stop the run this worker started (SIGTERM, then SIGKILL after 60 s)
@@ -30,8 +31,9 @@ setup() {
   # requirements.txt pins the CPU jax; the TPU build of the same version brings libtpu.
   sed -e 's/^jax==/jax[tpu]==/' requirements.txt >"$requirements"
   "$BT_VENV/bin/python" -m pip install -q --upgrade pip
+  # The workdir is on gs:// (the launcher insists), whose file system needs gcsfs: one resolve for both.
   # shellcheck disable=SC2086  # BT_PIP_EXTRA_ARGS holds several words on purpose
-  "$BT_VENV/bin/python" -m pip install -q -r "$requirements" $BT_PIP_EXTRA_ARGS
+  "$BT_VENV/bin/python" -m pip install -q -r "$requirements" -r launch/requirements-gcs.txt $BT_PIP_EXTRA_ARGS
   rm -f "$requirements"
   "$BT_VENV/bin/python" -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__)'
 }

@@ -303,6 +303,23 @@ def test_slurm_task_hands_jax_the_layout(per):
                         "JAX_PROCESS_ID": None, "SLURM_LOCALID": "1"}
 
 
+def test_tpu_worker_setup_installs_the_tpu_jax_and_gcsfs(tmp_path):
+    """`tpu_worker.sh setup` with a stand-in venv python that records what pip is asked to install."""
+    venv, seen = tmp_path / "venv", tmp_path / "requirements_seen.txt"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text('#!/usr/bin/env bash\nargs=("$@")\nfor i in "${!args[@]}"; do\n'
+                    '  if [[ ${args[$i]} == -r ]]; then cat "${args[$((i + 1))]}" >> "$SEEN"; fi\ndone\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "BT_VENV": str(venv), "BT_PYTHON": sys.executable, "SEEN": str(seen)}
+    subprocess.run(["bash", str(LAUNCH_DIR / "tpu_worker.sh"), "setup"], env=env, cwd=REPO, check=True,
+                   capture_output=True, text=True, timeout=60)
+    wanted = [line for line in seen.read_text().splitlines() if line and not line.startswith("#")]
+    jax_pin = next(line for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("jax=="))
+    assert jax_pin.replace("jax==", "jax[tpu]==") in wanted and jax_pin not in wanted
+    assert any(line.startswith("gcsfs==") for line in wanted)       # the workdir is on gs://
+
+
 def test_tpu_worker_runs_detached_logs_and_stops(tmp_path):
     """launch/tpu_worker.sh as the TPU workers run it, with this python standing in for the venv."""
     venv = tmp_path / "venv"

@@ -400,6 +400,20 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, **{"optim.eps": 0.0}))
 
 
+def test_a_workdir_that_cannot_be_created_is_named_before_anything_runs(demo_data, tmp_path):
+    from bridgetower_jax import paths, train
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"--workdir: cannot create .*a_file/run .*; fix the path$"):
+        train.train_and_evaluate(tiny(demo_data), str(tmp_path / "a_file" / "run"))
+    # gs:// goes through etils.epath, which needs gcsfs (not in requirements.txt: the TPU set-up adds
+    # launch/requirements-gcs.txt); without it, or without a reachable bucket, the error says so.
+    with pytest.raises(ValueError, match=r"--workdir: cannot create gs://no-such-bucket/run .*"
+                                         r"install gcsfs \(pip install -r launch/requirements-gcs.txt\)"):
+        paths.make_directory("gs://no-such-bucket/run", "--workdir")
+    with open(os.path.join(REPO, paths.GCS_REQUIREMENTS)) as f:
+        assert f.read().count("gcsfs==") == 1
+
+
 def test_unknown_override_key_is_named_by_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bridgetower_jax.train", "--config", "configs/pretrain.py:tiny",
                              "--workdir", str(tmp_path), "--config.optim.lr_warmup=0.1"],
