@@ -369,6 +369,11 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 ckpt.save(step, state, train_iter, cfg.to_dict())
             if preempted:
                 ckpt.wait()
+                if jax.process_count() > 1:
+                    # Nobody exits before every wait has returned (process 0's includes the commit), so
+                    # a scheduler that ends a job at its first non-zero exit (srun --kill-on-bad-exit)
+                    # cannot cut the commit short.
+                    multihost_utils.sync_global_devices(f"checkpoint of step {step} committed")
                 raise preemption.Preempted(step, ckpt.directory)
             if cfg.eval.spec and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.total_steps:
                 last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir))
