@@ -69,15 +69,15 @@ def op_names(hlo_path: str) -> dict[str, str]:
     return names
 
 
-def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") -> list[tuple[float, int, str, str]]:
-    """(ms, calls, op kind, op_name with layer numbers folded), longest first."""
+def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") -> tuple[list, float]:
+    """[(ms, calls, op kind, op_name with layer numbers folded)], longest first, and the ms of all ops."""
     traces = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))
     hlos = sorted(glob.glob(os.path.join(hlo_dir, f"*{module}*cpu_after_optimizations.txt"))
                   or glob.glob(os.path.join(hlo_dir, f"*{module}*after_optimizations.txt")))
     if not traces or not hlos:
         print(f"no {'profiler trace' if not traces else 'optimised HLO dump'} of {module} in "
               f"{trace_dir if not traces else hlo_dir}: no per-op table", flush=True)
-        return []
+        return [], 0.0
     trace, hlo = traces[-1], hlos[-1]
     names = op_names(hlo)
     total, calls = collections.defaultdict(float), collections.Counter()
@@ -93,7 +93,7 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") 
         total[key] += e["dur"] / 1e3
         calls[key] += 1
     rows = sorted(((ms, calls[k], *k) for k, ms in total.items()), reverse=True)
-    return rows[:top]
+    return rows[:top], sum(total.values())
 
 
 def main(argv=None) -> None:
@@ -176,11 +176,18 @@ def main(argv=None) -> None:
     if not a.trace:
         return
     jax.profiler.start_trace(a.trace)
+    start = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
+    traced_ms = (time.perf_counter() - start) * 1e3
     jax.profiler.stop_trace()
-    rows = top_ops(a.trace, hlo_dir, a.top, module)
-    print(f"\nlongest ops of one traced step (summed over calls; threads may overlap):\n{'ms':>9} {'calls':>5}  "
+    rows, ops_ms = top_ops(a.trace, hlo_dir, a.top, module)
+    # On an accelerator the ops run one after another on its stream: their sum over the step's wall time
+    # is how busy the device was (well below 1: the step waits on launches or the host). On a CPU the
+    # ops of several threads overlap, so the ratio counts busy threads instead.
+    print(f"\nall ops of the traced step: {ops_ms:.1f} ms over its {traced_ms:.1f} ms wall time "
+          f"({ops_ms / traced_ms:.2f}; {'busy threads' if device.platform == 'cpu' else 'device busy fraction'})")
+    print(f"longest ops of one traced step (summed over calls; threads may overlap):\n{'ms':>9} {'calls':>5}  "
           f"{'op kind':24} where (HLO op_name)")
     for ms, n, kind, where in rows:
         print(f"{ms:9.1f} {n:5d}  {kind[:24]:24} {where[-110:]}")

@@ -122,3 +122,22 @@ def test_auto_compute_settings(monkeypatch, tmp_path):
     assert resolve_compute("cpu", "bfloat16", "auto") == ("bfloat16", "xla")  # the kernel is float32 only
     assert resolve_compute("gpu", "auto", "auto") == ("bfloat16", "fused")
     assert resolve_compute("tpu", "float32", "xla") == ("float32", "xla")       # named settings stay
+
+
+@pytest.mark.slow
+def test_profile_step_traces_a_step_and_labels_its_ops(no_simulated_devices, tmp_path):
+    """bench/profile_step.py as bench/accelerator.sh runs it (--trace), on the tiny preset: the step's
+    ops come back labelled with where in the model they are, and their sum is set against the wall time."""
+    import re
+    import subprocess
+    result = subprocess.run([sys.executable, "-m", "bench.profile_step", "--preset", "tiny", "--reps", "1",
+                             "--trace", str(tmp_path / "trace"), "--top", "5"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"step s: [\d.]+; loss [\d.]+;", out), out
+    busy = re.search(r"all ops of the traced step: ([\d.]+) ms over its ([\d.]+) ms wall time", out)
+    assert busy and float(busy.group(1)) > 0.3 * float(busy.group(2)), out
+    rows = re.findall(r"^\s+([\d.]+)\s+(\d+)\s+(\S+)\s+(\S.*)$", out.split("longest ops")[1], re.M)
+    assert len(rows) == 5 and all(int(calls) >= 1 for _, calls, _, _ in rows), out
+    assert any("mlm" in where for *_, where in rows), out       # labelled with the model's parts
