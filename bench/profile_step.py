@@ -70,7 +70,9 @@ def op_names(hlo_path: str) -> dict[str, str]:
 
 
 def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") -> tuple[list, float]:
-    """[(ms, calls, op kind, op_name with layer numbers folded)], longest first, and the ms of all ops."""
+    """[(ms, calls, op kind, op_name with layer numbers folded)], longest first, and the ms of the traced
+    step during which at least one op ran (the union of their intervals: nested and overlapping ops
+    count once)."""
     traces = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))
     hlos = sorted(glob.glob(os.path.join(hlo_dir, f"*{module}*cpu_after_optimizations.txt"))
                   or glob.glob(os.path.join(hlo_dir, f"*{module}*after_optimizations.txt")))
@@ -80,20 +82,24 @@ def top_ops(trace_dir: str, hlo_dir: str, top: int, module: str = "train_step") 
         return [], 0.0
     trace, hlo = traces[-1], hlos[-1]
     names = op_names(hlo)
-    total, calls = collections.defaultdict(float), collections.Counter()
     with gzip.open(trace) as f:
-        events = json.load(f)["traceEvents"]
-    for e in events:
-        # CPU events are named by their HLO instruction; GPU kernels carry it as the "hlo_op" argument.
-        op = e.get("name") if e.get("name") in names else (e.get("args") or {}).get("hlo_op")
-        if e.get("ph") != "X" or op not in names:
-            continue
+        events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    # GPU kernels carry their HLO instruction as the "hlo_op" argument; where there are such events,
+    # only they count (host-side events of the same ops would count twice). CPU events are named by it.
+    kernels = [(e, e["args"]["hlo_op"]) for e in events if (e.get("args") or {}).get("hlo_op") in names]
+    matched = kernels or [(e, e["name"]) for e in events if e.get("name") in names]
+    total, calls = collections.defaultdict(float), collections.Counter()
+    for e, op in matched:
         where = re.sub(r"_\d+\b", "_N", names[op].replace(f"jit({module})/", ""))
         key = (re.sub(r"\.\d+$", "", op), where)
         total[key] += e["dur"] / 1e3
         calls[key] += 1
+    busy_us, end = 0.0, float("-inf")
+    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e, _ in matched):
+        busy_us += max(0.0, stop - max(start, end))
+        end = max(end, stop)
     rows = sorted(((ms, calls[k], *k) for k, ms in total.items()), reverse=True)
-    return rows[:top], sum(total.values())
+    return rows[:top], busy_us / 1e3
 
 
 def main(argv=None) -> None:
@@ -181,12 +187,11 @@ def main(argv=None) -> None:
     jax.block_until_ready((state, metrics))
     traced_ms = (time.perf_counter() - start) * 1e3
     jax.profiler.stop_trace()
-    rows, ops_ms = top_ops(a.trace, hlo_dir, a.top, module)
-    # On an accelerator the ops run one after another on its stream: their sum over the step's wall time
-    # is how busy the device was (well below 1: the step waits on launches or the host). On a CPU the
-    # ops of several threads overlap, so the ratio counts busy threads instead.
-    print(f"\nall ops of the traced step: {ops_ms:.1f} ms over its {traced_ms:.1f} ms wall time "
-          f"({ops_ms / traced_ms:.2f}; {'busy threads' if device.platform == 'cpu' else 'device busy fraction'})")
+    rows, busy_ms = top_ops(a.trace, hlo_dir, a.top, module)
+    # On an accelerator: how busy the device was (well below 1: the step waits on launches or the host).
+    # On a CPU: the time at least one thread ran an op.
+    print(f"\nsome op ran during {busy_ms:.1f} ms of the traced step's {traced_ms:.1f} ms "
+          f"({100 * busy_ms / traced_ms:.0f} %{'; the device busy fraction' if device.platform != 'cpu' else ''})")
     print(f"longest ops of one traced step (summed over calls; threads may overlap):\n{'ms':>9} {'calls':>5}  "
           f"{'op kind':24} where (HLO op_name)")
     for ms, n, kind, where in rows:

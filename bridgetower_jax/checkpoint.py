@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bridgetower_jax import paths
 from bridgetower_jax.models.config import BridgeTowerConfig
 
 CONFIG_FILE = "config.json"
@@ -37,9 +38,7 @@ def save_params(directory: str | Path, config: BridgeTowerConfig, params: dict, 
         ckptr.save(directory / PARAMS_DIR, params)
         ckptr.wait_until_finished()
     meta = {"model": config.to_dict(), "heads": list(heads)}
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(directory / CONFIG_FILE)
+    paths.write_text(str(directory / CONFIG_FILE), json.dumps(meta, indent=2))
     return directory
 
 

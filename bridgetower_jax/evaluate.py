@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bridgetower_jax import compile_cache, host_memory, sharding, tasks, train
+from bridgetower_jax import compile_cache, host_memory, paths, sharding, tasks, train
 from bridgetower_jax.checkpoint import TrainCheckpointer
 from bridgetower_jax.metrics import retrieval as retrieval_metrics
 from bridgetower_jax.metrics import vqa as vqa_metrics
@@ -145,8 +145,8 @@ def run(cfg, workdir: str, split: str | None = None) -> dict:
         raise ValueError("nothing to evaluate: set --split or config.eval.spec")
     results = evaluate(exp, state.params, tokenizer, spec, out_dir=workdir)
     if jax.process_index() == 0:
-        out = epath.Path(workdir) / f"eval_{spec.replace(':', '_')}.json"
-        out.write_text(json.dumps({"step": int(step), "split": spec, **results}, indent=2))
+        out = str(epath.Path(workdir) / f"eval_{spec.replace(':', '_')}.json")
+        paths.write_text(out, json.dumps({"step": int(step), "split": spec, **results}, indent=2))
         log.info("evaluated step %d on %s: %s (written to %s); %s", step, spec, results, out,
                  compile_cache.summary())
     return results

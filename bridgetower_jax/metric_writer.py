@@ -1,7 +1,7 @@
 """Training records: WORKDIR/metrics.jsonl (one JSON object per logged step) and TensorBoard events.
 
 Only process 0 writes; other processes get a writer that does nothing. The JSON-lines file is
-rewritten whole (tmp file + rename) because object stores such as gs:// cannot append; records
+rewritten whole (`paths.write_text`) because object stores such as gs:// cannot append; records
 of an earlier run in the same workdir are kept, and records from steps after a resume point are
 replaced. clu's metric writers need TensorFlow to import, so TensorBoard files come from
 tensorboardX, for local workdirs.
@@ -14,6 +14,8 @@ import math
 
 import jax
 from etils import epath
+
+from bridgetower_jax import paths
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -41,9 +43,7 @@ class MetricWriter:
             if self._tb is not None:
                 self._tb.add_scalar(k, v, int(step))
         self._records.append(record)
-        tmp = self._path.parent / (self._path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self._records))
-        tmp.replace(self._path)
+        paths.write_text(str(self._path), "".join(json.dumps(r) + "\n" for r in self._records))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -1,20 +1,81 @@
-"""Directories given as local paths or as URLs (gs://): created before anything runs, or an error
-that names the setting and, for gs://, the package its file system needs."""
+"""Files and directories given as local paths or as URLs (gs://): one place that knows the difference.
+
+Local paths go through `os`; URLs through etils.epath, whose gs:// needs gcsfs (pinned in
+launch/requirements-gcs.txt, which `launch/launch.py tpu setup` installs). A missing file system
+is an error that names the setting and the package.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 
-GCS_REQUIREMENTS = "launch/requirements-gcs.txt"     # gcsfs, pinned; `launch/launch.py tpu setup` installs it
+GCS_REQUIREMENTS = "launch/requirements-gcs.txt"
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _missing_filesystem(path: str, key: str, action: str, e: Exception) -> ValueError:
+    needs = f", install gcsfs (pip install -r {GCS_REQUIREMENTS})" if path.startswith("gs://") else ""
+    return ValueError(f"{key}: cannot {action} {path} ({type(e).__name__}: {e}){needs}")
 
 
 def make_directory(path: str, key: str, fix: str = "fix the path") -> None:
     """mkdir -p `path`, or ValueError naming `key` (the flag or config key that gave it) and `fix`."""
     try:
-        if "://" in path:
+        if _is_url(path):
             from etils import epath
             epath.Path(path).mkdir(parents=True, exist_ok=True)
         else:
             os.makedirs(path, exist_ok=True)
-    except Exception as e:      # noqa: BLE001 - file systems raise anything (ImportError for a missing gcsfs)
-        needs = f", install gcsfs (pip install -r {GCS_REQUIREMENTS})" if path.startswith("gs://") else ""
-        raise ValueError(f"{key}: cannot create {path} ({type(e).__name__}: {e}); {fix}{needs}") from None
+    except ImportError as e:      # etils: "Please install gcsfs"
+        raise _missing_filesystem(path, key, "create", e) from None
+    except Exception as e:        # noqa: BLE001 - file systems raise anything
+        raise ValueError(f"{key}: cannot create {path} ({type(e).__name__}: {e}); {fix}") from None
+
+
+def is_directory(path: str, key: str) -> bool:
+    """os.path.isdir for paths and URLs; `key` names the setting in the error of a missing file system."""
+    return os.path.isdir(path) if not _is_url(path) else _probe_url(path, key, "is_dir")
+
+
+def is_file(path: str, key: str) -> bool:
+    """os.path.isfile for paths and URLs."""
+    return os.path.isfile(path) if not _is_url(path) else _probe_url(path, key, "is_file")
+
+
+def _probe_url(path: str, key: str, method: str) -> bool:
+    try:
+        from etils import epath
+        return getattr(epath.Path(path), method)()
+    except ImportError as e:
+        raise _missing_filesystem(path, key, "read", e) from None
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `path` so that it appears whole or not at all (a preempted job never leaves half a file,
+    a failed write keeps the previous one). Local: a temporary file in the same folder, flushed to
+    disk, renamed over `path`. URLs: written directly, since an object store publishes an object
+    only once it is complete (and renames by copying)."""
+    path = str(path)
+    if _is_url(path):
+        from etils import epath
+        epath.Path(path).write_text(text)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 (not mkstemp's 0o600): the file gets the permissions the umask gives.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

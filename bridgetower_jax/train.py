@@ -232,7 +232,10 @@ def load_data_assets(cfg):
     for key in ("data_dir", "tokenizer_dir"):
         if not cfg.data.get(key):
             raise ValueError(f"config.data.{key} is not set (pass --config.data.{key}=PATH)")
-        if not os.path.isdir(cfg.data[key]):
+        if key == "tokenizer_dir" and "://" in cfg.data[key]:
+            raise ValueError(f"config.data.tokenizer_dir={cfg.data[key]!r}: the tokenizer is read from a local "
+                             "directory (transformers cannot open URLs); copy it to every host")
+        if not paths.is_directory(cfg.data[key], f"config.data.{key}"):
             raise FileNotFoundError(f"config.data.{key}={cfg.data[key]!r} is not a directory")
     tokenizer = tokenizer_lib.load_tokenizer(cfg.data.tokenizer_dir)
     vocab = cfg.model.text.vocab_size
@@ -368,12 +371,9 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 monitor.flush()   # 'halt' stops before a checkpoint follows a non-finite step
                 ckpt.save(step, state, train_iter, cfg.to_dict())
             if preempted:
+                # Returns on every process only once process 0 has committed the checkpoint (Orbax's
+                # commit barrier): a scheduler that ends the job at the first exit cannot cut it short.
                 ckpt.wait()
-                if jax.process_count() > 1:
-                    # Nobody exits before every wait has returned (process 0's includes the commit), so
-                    # a scheduler that ends a job at its first non-zero exit (srun --kill-on-bad-exit)
-                    # cannot cut the commit short.
-                    multihost_utils.sync_global_devices(f"checkpoint of step {step} committed")
                 raise preemption.Preempted(step, ckpt.directory)
             if cfg.eval.spec and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.total_steps:
                 last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir))

@@ -115,11 +115,11 @@ def test_write_submission_failure_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "s.json"
     vqa.write_submission(str(path), [1], ["old"])
 
-    def broken_dump(*args, **kwargs):
+    def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vqa.json, "dump", broken_dump)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
         vqa.write_submission(str(path), [1], ["new"])
     assert json.loads(path.read_text()) == [{"question_id": 1, "answer": "old"}]
     assert os.listdir(tmp_path) == ["s.json"]

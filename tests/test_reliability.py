@@ -400,18 +400,18 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, **{"optim.eps": 0.0}))
 
 
-def test_a_workdir_that_cannot_be_created_is_named_before_anything_runs(demo_data, tmp_path):
-    from bridgetower_jax import paths, train
+def test_unusable_directories_are_named_before_anything_runs(demo_data, tmp_path, monkeypatch):
+    from bridgetower_jax import train
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match=r"--workdir: cannot create .*a_file/run .*; fix the path$"):
         train.train_and_evaluate(tiny(demo_data), str(tmp_path / "a_file" / "run"))
-    # gs:// goes through etils.epath, which needs gcsfs (not in requirements.txt: the TPU set-up adds
-    # launch/requirements-gcs.txt); without it, or without a reachable bucket, the error says so.
-    with pytest.raises(ValueError, match=r"--workdir: cannot create gs://no-such-bucket/run .*"
-                                         r"install gcsfs \(pip install -r launch/requirements-gcs.txt\)"):
-        paths.make_directory("gs://no-such-bucket/run", "--workdir")
-    with open(os.path.join(REPO, paths.GCS_REQUIREMENTS)) as f:
-        assert f.read().count("gcsfs==") == 1
+    with pytest.raises(ValueError, match=r"config.data.tokenizer_dir='gs://b/tok': the tokenizer is read from a "
+                                         r"local directory"):
+        train.load_data_assets(tiny(demo_data, **{"data.tokenizer_dir": "gs://b/tok"}))
+    # gs:// data is read through etils.epath, which needs gcsfs (hidden here: no bucket is reached).
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    with pytest.raises(ValueError, match=r"config.data.data_dir: cannot read gs://b/data .*install gcsfs"):
+        train.load_data_assets(tiny(demo_data, **{"data.data_dir": "gs://b/data"}))
 
 
 def test_unknown_override_key_is_named_by_the_command_line(tmp_path):

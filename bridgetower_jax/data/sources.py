@@ -13,6 +13,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from bridgetower_jax import paths
 from bridgetower_jax.data.builders import VERSION
 
 
@@ -37,7 +38,7 @@ def parse_dataset_spec(spec: str) -> tuple[str, list[str]]:
 
 def prepared_dir(data_dir: str, dataset: str, config: str) -> str:
     path = os.path.join(data_dir, dataset, config, VERSION)
-    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+    if not paths.is_file(os.path.join(path, "dataset_info.json"), "config.data.data_dir"):
         raise FileNotFoundError(
             f"{path} is not a prepared dataset; run `python -m bridgetower_jax.data.build {dataset} "
             f"--manual_dir ... --data_dir {data_dir}` first")

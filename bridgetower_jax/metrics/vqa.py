@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
-import tempfile
 from typing import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
+from bridgetower_jax import paths
 from bridgetower_jax.metrics.classification import masked_mean
 
 # ---- the toolkit's tables ------------------------------------------------------------------------
@@ -219,20 +218,9 @@ def write_submission(path: str, question_ids: Iterable, answers: Iterable[str], 
     """Write `[{"question_id": int, "answer": str}, ...]` for EvalAI; returns the number of rows.
 
     Rows whose `example_mask` is 0 are dropped; repeated question ids raise. The file appears
-    whole or not at all: it is written to a temporary file in the same folder, then renamed, so
-    a preempted job never leaves a truncated submission behind.
+    whole or not at all (`paths.write_text`; `path` may be a gs:// URL), so a preempted job never
+    leaves a truncated submission behind.
     """
     rows = _submission_rows(question_ids, answers, example_mask)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".vqa_submission.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rows, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    paths.write_text(path, json.dumps(rows))
     return len(rows)
