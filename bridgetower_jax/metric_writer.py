@@ -53,4 +53,8 @@ class MetricWriter:
 def read_metrics(workdir) -> list[dict]:
     """All records of WORKDIR/metrics.jsonl, in order."""
     path = epath.Path(workdir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    # paths.is_file, not exists(): a refused or failed read of gs:// must not look like "no records yet",
+    # which would let the next write replace the run's history.
+    if not paths.is_file(str(path), "--workdir"):
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 
 GCS_REQUIREMENTS = "launch/requirements-gcs.txt"
 
@@ -37,38 +36,51 @@ def make_directory(path: str, key: str, fix: str = "fix the path") -> None:
 
 
 def is_directory(path: str, key: str) -> bool:
-    """os.path.isdir for paths and URLs; `key` names the setting in the error of a missing file system."""
-    return os.path.isdir(path) if not _is_url(path) else _probe_url(path, key, "is_dir")
+    """os.path.isdir for paths and URLs; `key` names the setting in errors."""
+    return os.path.isdir(path) if not _is_url(path) else _url_kind(path, key) == "directory"
 
 
 def is_file(path: str, key: str) -> bool:
     """os.path.isfile for paths and URLs."""
-    return os.path.isfile(path) if not _is_url(path) else _probe_url(path, key, "is_file")
+    return os.path.isfile(path) if not _is_url(path) else _url_kind(path, key) == "file"
 
 
-def _probe_url(path: str, key: str, method: str) -> bool:
+def _url_kind(path: str, key: str) -> str | None:
+    """"file", "directory", or None where nothing is there. Only "not found" means None: a refused
+    permission or a network error is an error (etils' exists()/is_dir() would read them as "absent",
+    and "not a directory" or "build the dataset first" would send the user the wrong way)."""
+    import fsspec
     try:
-        from etils import epath
-        return getattr(epath.Path(path), method)()
-    except ImportError as e:
+        filesystem, inner = fsspec.core.url_to_fs(path)
+    except ImportError as e:      # the scheme's package (gs://: gcsfs)
         raise _missing_filesystem(path, key, "read", e) from None
+    try:
+        return filesystem.info(inner).get("type")
+    except FileNotFoundError:
+        return None
+    except Exception as e:        # noqa: BLE001 - remote file systems raise anything
+        raise ValueError(f"{key}: cannot read {path} ({type(e).__name__}: {e})") from None
 
 
 def write_text(path: str, text: str) -> None:
     """Write `path` so that it appears whole or not at all (a preempted job never leaves half a file,
-    a failed write keeps the previous one). Local: a temporary file in the same folder, flushed to
-    disk, renamed over `path`. URLs: written directly, since an object store publishes an object
-    only once it is complete (and renames by copying)."""
+    a failed write keeps the previous one). Local: a temporary file next to it, flushed to disk,
+    renamed over `path` (one writer per file: process 0). URLs: written directly, since an object
+    store publishes an object only once its upload is complete."""
     path = str(path)
     if _is_url(path):
         from etils import epath
-        epath.Path(path).write_text(text)
+        try:
+            epath.Path(path).write_text(text)
+        except ImportError as e:
+            raise _missing_filesystem(path, "writing", "write", e) from None
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 (not mkstemp's 0o600): the file gets the permissions the umask gives.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # A fixed name: what a killed write left behind is overwritten by the next one. os.open with
+    # 0o666 (not mkstemp's 0o600): the file gets the permissions the umask gives.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -31,6 +31,35 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
 
 
+def test_a_temporary_left_by_a_killed_write_is_reused(tmp_path):
+    (tmp_path / ".out.json.tmp").write_text("half of an old wri")
+    paths.write_text(str(tmp_path / "out.json"), "whole")
+    assert (tmp_path / "out.json").read_text() == "whole" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_url_probes_tell_absent_from_unreadable(tmp_path):
+    """memory:// (fsspec's in-process file system) stands in for gs://: absent is False, a failure of the
+    store is an error naming the setting (not "absent", which would send the user to rebuild data)."""
+    import fsspec
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/bt/data/info.json", b"{}")
+    assert paths.is_directory("memory://bt/data", "k") and not paths.is_file("memory://bt/data", "k")
+    assert paths.is_file("memory://bt/data/info.json", "k")
+    assert not paths.is_directory("memory://bt/nothing", "k") and not paths.is_file("memory://bt/nothing", "k")
+
+    def refused(self, path, **kwargs):
+        raise PermissionError("403 Forbidden")
+    original = type(memory).info
+    type(memory).info = refused
+    try:
+        with pytest.raises(ValueError, match=r"config.data.data_dir: cannot read memory://bt/data "
+                                             r"\(PermissionError: 403 Forbidden\)"):
+            paths.is_directory("memory://bt/data", "config.data.data_dir")
+    finally:
+        type(memory).info = original
+        memory.rm("/bt", recursive=True)
+
+
 def test_local_probes(tmp_path):
     (tmp_path / "f").write_text("")
     assert paths.is_directory(str(tmp_path), "k") and not paths.is_directory(str(tmp_path / "f"), "k")
@@ -41,8 +70,9 @@ def test_gs_without_gcsfs_names_the_setting_and_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gcsfs", None)
     for call in (lambda: paths.is_directory("gs://b/data", "config.data.data_dir"),
                  lambda: paths.is_file("gs://b/data/x.json", "config.data.data_dir"),
-                 lambda: paths.make_directory("gs://b/run", "--workdir")):
-        with pytest.raises(ValueError, match=r"^(config\.data\.data_dir|--workdir): cannot (read|create) gs://b/.*"
+                 lambda: paths.make_directory("gs://b/run", "--workdir"),
+                 lambda: paths.write_text("gs://b/run/metrics.jsonl", "")):
+        with pytest.raises(ValueError, match=r"^(config\.data\.data_dir|--workdir|writing): cannot (read|create|write) gs://b/.*"
                                              r"install gcsfs \(pip install -r launch/requirements-gcs\.txt\)"):
             call()
 
