@@ -15,8 +15,8 @@
 
 Each fault fires in the process whose environment names it; `KIND@N:P` fires it only in the process
 whose `jax.process_index()` is P (a launcher gives every process the same environment: one host of a
-pod preempted). With the variable unset every hook is a dictionary lookup. The reliability tests (tests/test_reliability.py) drive the trainer
-through these faults in subprocesses.
+pod preempted). With the variable unset every hook is a dictionary lookup. The reliability tests
+(tests/test_reliability.py) drive the trainer through these faults in subprocesses.
 """
 from __future__ import annotations
 

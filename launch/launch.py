@@ -241,9 +241,8 @@ def run_processes(processes: list[Process], runner: Runner, timeout: float | Non
     Returns 0 when every process exits 0, and EXIT_PREEMPTED (75) when they all stopped for a
     preemption (each wrote its part of the same checkpoint: rerun the same command). A process that
     exits 75 leaves the others preempted_wait_s to finish that checkpoint; a SIGTERM to the launcher
-    is passed on to every process. When one fails (or the
-    timeout passes) the others are terminated, because the survivors would otherwise wait forever in
-    a collective; the return value is then 1.
+    is passed on to every process. When one fails (or the timeout passes) the others are terminated,
+    because the survivors would otherwise wait forever in a collective; the return value is then 1.
     """
     for process in processes:
         runner.show(process_line(process))
