@@ -1,6 +1,6 @@
 """Files and directories given as local paths or as URLs (gs://): one place that knows the difference.
 
-Local paths go through `os`; URLs through etils.epath, whose gs:// needs gcsfs (pinned in
+Local paths go through `os`; URLs through fsspec (as etils.epath does), whose gs:// needs gcsfs (pinned in
 launch/requirements-gcs.txt, which `launch/launch.py tpu setup` installs). A missing file system
 is an error that names the setting and the package.
 """
@@ -16,21 +16,27 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
-def _missing_filesystem(path: str, key: str, action: str, e: Exception) -> ValueError:
-    needs = f", install gcsfs (pip install -r {GCS_REQUIREMENTS})" if path.startswith("gs://") else ""
-    return ValueError(f"{key}: cannot {action} {path} ({type(e).__name__}: {e}){needs}")
+def _url_filesystem(path: str, key: str, action: str):
+    """(fsspec file system, path within it); a missing package for the scheme (gs://: gcsfs) is a
+    ValueError naming `key` and what to install."""
+    import fsspec
+    try:
+        return fsspec.core.url_to_fs(path)
+    except ImportError as e:
+        needs = f", install gcsfs (pip install -r {GCS_REQUIREMENTS})" if path.startswith("gs://") else ""
+        raise ValueError(f"{key}: cannot {action} {path} ({type(e).__name__}: {e}){needs}") from None
 
 
 def make_directory(path: str, key: str, fix: str = "fix the path") -> None:
     """mkdir -p `path`, or ValueError naming `key` (the flag or config key that gave it) and `fix`."""
     try:
         if _is_url(path):
-            from etils import epath
-            epath.Path(path).mkdir(parents=True, exist_ok=True)
+            filesystem, inner = _url_filesystem(path, key, "create")
+            filesystem.makedirs(inner, exist_ok=True)
         else:
             os.makedirs(path, exist_ok=True)
-    except ImportError as e:      # etils: "Please install gcsfs"
-        raise _missing_filesystem(path, key, "create", e) from None
+    except ValueError:
+        raise
     except Exception as e:        # noqa: BLE001 - file systems raise anything
         raise ValueError(f"{key}: cannot create {path} ({type(e).__name__}: {e}); {fix}") from None
 
@@ -49,11 +55,7 @@ def _url_kind(path: str, key: str) -> str | None:
     """"file", "directory", or None where nothing is there. Only "not found" means None: a refused
     permission or a network error is an error (etils' exists()/is_dir() would read them as "absent",
     and "not a directory" or "build the dataset first" would send the user the wrong way)."""
-    import fsspec
-    try:
-        filesystem, inner = fsspec.core.url_to_fs(path)
-    except ImportError as e:      # the scheme's package (gs://: gcsfs)
-        raise _missing_filesystem(path, key, "read", e) from None
+    filesystem, inner = _url_filesystem(path, key, "read")
     try:
         return filesystem.info(inner).get("type")
     except FileNotFoundError:
@@ -69,11 +71,9 @@ def write_text(path: str, text: str) -> None:
     store publishes an object only once its upload is complete."""
     path = str(path)
     if _is_url(path):
-        from etils import epath
-        try:
-            epath.Path(path).write_text(text)
-        except ImportError as e:
-            raise _missing_filesystem(path, "writing", "write", e) from None
+        filesystem, inner = _url_filesystem(path, "writing", "write")
+        with filesystem.open(inner, "w", encoding="utf-8") as f:
+            f.write(text)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
