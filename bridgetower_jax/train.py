@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
 import time
@@ -84,8 +85,6 @@ def validate_batch(cfg, mesh) -> None:
     if cfg.batch_size % (unit * accum * shards):
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {what}optim.grad_accum_steps ({accum}) x "
                          f"mesh.data*mesh.fsdp ({shards}) = {unit * accum * shards}")
-    if cfg.total_steps < 1:
-        raise ValueError(f"total_steps={cfg.total_steps} must be >= 1")
 
 
 def build_experiment(cfg) -> Experiment:
@@ -248,7 +247,7 @@ def load_data_assets(cfg):
     if cfg.task == "vqa":
         # The head's size comes from the datasets this run trains and evaluates on, which must agree.
         from bridgetower_jax.data import pipeline
-        specs = [*(cfg.data.datasets or pipeline.DEFAULT_TRAIN_DATASETS["vqa"]),
+        specs = [*pipeline.train_dataset_specs("vqa", cfg.data),
                  *([cfg.eval.spec] if cfg.eval.spec else [])]
         try:
             answers = len(sources.shared_answer_vocabulary(
@@ -260,6 +259,23 @@ def load_data_assets(cfg):
         with cfg.unlocked():
             cfg.heads.num_answers = answers
     return tokenizer
+
+
+def resolve_total_steps(cfg, report: Callable[[str], None]) -> None:
+    """total_steps = 0: ceil(epochs x training examples / batch_size), counted in the built data, so
+    that a recipe given in epochs keeps its length at another batch size or with other datasets. The
+    result is stored in cfg (and so in every checkpoint's config)."""
+    from bridgetower_jax.data import pipeline
+    if cfg.total_steps:
+        if cfg.epochs:
+            report(f"total_steps={cfg.total_steps} is set, so epochs={cfg.epochs:g} is not used")
+        return
+    examples = pipeline.train_examples_per_epoch(cfg.task, cfg.data, cfg.data.data_dir)
+    # (less a hair: epochs x examples can land just above a whole number of batches, 0.1 x 30 =
+    # 3.0000000000000004)
+    cfg.total_steps = max(1, math.ceil(cfg.epochs * examples / cfg.batch_size - 1e-9))
+    report(f"total_steps {cfg.total_steps} = {cfg.epochs:g} epochs x {examples:,} examples of "
+           f"{', '.join(pipeline.train_dataset_specs(cfg.task, cfg.data))} / batch {cfg.batch_size}")
 
 
 def initial_state(exp: Experiment, report: Callable[[str], None]) -> TrainState:
@@ -322,8 +338,9 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = load_data_assets(cfg)
     validation.validate_config(cfg)
-    exp = build_experiment(cfg)
     from bridgetower_jax.data import pipeline, task_examples
+    resolve_total_steps(cfg, report)
+    exp = build_experiment(cfg)
     local_batch = cfg.batch_size // jax.process_count()
     train_iter = pipeline.make_train_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, seed=cfg.seed,
                                               process_index=jax.process_index(),

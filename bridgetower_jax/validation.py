@@ -22,6 +22,9 @@ def _check_loop(cfg) -> None:
     for key in ("log_every", "checkpoint_every"):
         if cfg[key] < 1:
             raise ValueError(f"config.{key}={cfg[key]} must be >= 1")
+    if cfg.total_steps < 0 or (cfg.total_steps == 0 and not (cfg.epochs or 0) > 0):
+        raise ValueError(f"config.total_steps={cfg.total_steps}, config.epochs={cfg.epochs}: set total_steps >= 1, "
+                         "or total_steps=0 and epochs > 0 (passes over config.data.datasets)")
     if cfg.nonfinite not in nonfinite.POLICIES:
         raise ValueError(f"config.nonfinite={cfg.nonfinite!r} must be one of {nonfinite.POLICIES}")
     if cfg.optim.eps <= 0:
@@ -45,7 +48,7 @@ TASK_DATA_KIND = {"pretrain": "captions", "retrieval": "captions", "vqa": "vqa",
 def _check_datasets(cfg) -> None:
     """Every training and evaluation split must be built in data.data_dir, and be of the task's kind."""
     from bridgetower_jax.data import builders, pipeline, sources
-    specs = [("config.data.datasets", s) for s in (cfg.data.datasets or pipeline.DEFAULT_TRAIN_DATASETS[cfg.task])]
+    specs = [("config.data.datasets", s) for s in pipeline.train_dataset_specs(cfg.task, cfg.data)]
     if cfg.eval.spec:
         specs.append(("config.eval.spec", cfg.eval.spec))
     for key, spec in specs:

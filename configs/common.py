@@ -15,7 +15,12 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = task
     c.seed = 0
+    # Length of the run: total_steps > 0, or total_steps = 0 and `epochs` passes over data.datasets
+    # (total_steps = ceil(epochs x training examples / batch_size), computed from the built data when
+    # the run starts). The fine-tuning recipes are given in epochs, so a changed batch size or dataset
+    # keeps their length; pre-training is given in steps.
     c.total_steps = 100_000
+    c.epochs = config_dict.placeholder(float)
     c.batch_size = 4096                # global, over all processes and accumulation steps
     c.log_every = 50
     c.checkpoint_every = 1000
@@ -55,7 +60,6 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.data.dataset_weights = config_dict.placeholder(tuple)
     c.data.train_transform = config_dict.placeholder(str)
     c.data.eval_transform = config_dict.placeholder(str)
-    c.data.num_epochs = config_dict.placeholder(int)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-5
@@ -105,3 +109,4 @@ def tiny_variant(c: ml_collections.ConfigDict, datasets: tuple, eval_spec: str) 
     c.optim.lr = 1e-3
     c.optim.lr_mult_cross_modal = c.optim.lr_mult_head = 1.0
     c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
+    c.epochs = None

@@ -15,7 +15,7 @@ def get_config(variant: str = "base"):
         raise ValueError(f"configs/nlvr2.py: unknown variant {variant!r} (base, large, tiny)")
     c = base_config("nlvr2", "large" if variant == "large" else "base")
     c.model.vision.image_size = 384 if variant != "large" else 378
-    c.total_steps = 13_500
+    c.total_steps, c.epochs = 0, 10
     c.batch_size = 64
     c.optim.lr = 5e-6
     c.optim.lr_mult_head = 10.0

@@ -14,7 +14,7 @@ from configs import retrieval_f30k
 def get_config(variant: str = "base"):
     c = retrieval_f30k.get_config(variant)
     if variant != "tiny":
-        c.total_steps = 66_000
+        c.epochs = 30
         c.batch_size = 256
         c.optim.lr = 4.5e-6
         c.optim.warmup = 0.1

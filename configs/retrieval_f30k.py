@@ -17,7 +17,7 @@ def get_config(variant: str = "base"):
         raise ValueError(f"configs/retrieval_f30k.py: unknown variant {variant!r} (base, large, tiny)")
     c = base_config("retrieval", "large" if variant == "large" else "base")
     c.model.vision.image_size = 384 if variant != "large" else 378
-    c.total_steps = 5_700
+    c.total_steps, c.epochs = 0, 20
     c.batch_size = 512
     c.optim.lr = 5e-6
     c.optim.warmup = 0.05

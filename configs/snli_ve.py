@@ -15,7 +15,7 @@ def get_config(variant: str = "base"):
         raise ValueError(f"configs/snli_ve.py: unknown variant {variant!r} (base, large, tiny)")
     c = base_config("snli_ve", "large" if variant == "large" else "base")
     c.model.vision.image_size = 384 if variant != "large" else 378
-    c.total_steps = 41_400
+    c.total_steps, c.epochs = 0, 5
     c.batch_size = 64
     c.optim.lr = 3e-6
     c.optim.lr_mult_head = 10.0

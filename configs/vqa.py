@@ -6,7 +6,8 @@
     python -m bridgetower_jax.evaluate --config configs/vqa.py:base --workdir gs://BUCKET/bt_vqa_base ...
 
 The original (scripts/ftfpt_base_vqa.sh): 576 px, batch 512, lr 1e-5 with x50 for the head and x5
-for the cross-modal layers, 10 epochs of train+val (~12.6k steps), 6% warmup, weight decay 0.05.
+for the cross-modal layers, 10 epochs of train+val (~12.6k steps; here total_steps is derived
+from `epochs` and the built data), 6% warmup, weight decay 0.05.
 
 Opt-in Visual Genome QA (the original's "w/ VGQA" runs; build vgqa or vgqa_coco into the same
 data_dir after vqav2, so that it shares vqav2's answer vocabulary), concatenated with VQAv2:
@@ -20,7 +21,7 @@ def get_config(variant: str = "base"):
         raise ValueError(f"configs/vqa.py: unknown variant {variant!r} (base, large, tiny, demo)")
     c = base_config("vqa", "large" if variant == "large" else "base")
     c.model.vision.image_size = 574 if variant == "large" else 576
-    c.total_steps = 12_600
+    c.total_steps, c.epochs = 0, 10
     c.batch_size = 512
     c.optim.lr = 4e-6 if variant == "large" else 1e-5
     c.optim.lr_mult_head = 50.0

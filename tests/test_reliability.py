@@ -398,6 +398,11 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, checkpoint_every=0))
     with pytest.raises(ValueError, match=r"config.optim.eps=0.0 must be > 0"):
         validation.validate_config(tiny(demo_data, **{"optim.eps": 0.0}))
+    with pytest.raises(ValueError, match=r"config.total_steps=0, config.epochs=None: set total_steps >= 1, or "
+                                         r"total_steps=0 and epochs > 0"):
+        validation.validate_config(tiny(demo_data, total_steps=0))
+    with pytest.raises(ValueError, match=r"config.total_steps=-5"):
+        validation.validate_config(tiny(demo_data, total_steps=-5, epochs=1.0))
 
 
 def test_unusable_directories_are_named_before_anything_runs(demo_data, tmp_path, monkeypatch):

@@ -110,6 +110,36 @@ def test_pretraining_losses_fall_on_learnable_data(demo_data, tmp_path):
     assert last < first - 1.0, (first, last)
 
 
+def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path):
+    """total_steps = 0: ceil(epochs x examples / batch_size) steps, the examples being what one pass of
+    the real training stream yields, and the learning-rate schedule spans exactly those steps."""
+    import types
+    from bridgetower_jax import optim
+    from bridgetower_jax.data import pipeline, tokenizer as tokenizer_lib
+    cfg = tiny_config(snli_ve, *demo_data, total_steps=0, **{"eval.spec": "", "data.datasets": ("snli_ve:train+dev",)})
+    one_pass = pipeline.make_train_iterator(
+        "snli_ve", types.SimpleNamespace(**cfg.data.to_dict(), num_epochs=1), cfg.data.data_dir,
+        tokenizer_lib.load_tokenizer(cfg.data.tokenizer_dir), seed=0, process_index=0, process_count=1, batch_size=1)
+    examples = sum(len(b["labels"]) for b in one_pass)
+    assert pipeline.train_examples_per_epoch("snli_ve", cfg.data, cfg.data.data_dir) == examples > 20
+    cfg.epochs = 2.5 * cfg.batch_size / examples          # 2.5 batches: the last one is partly a new epoch
+    train.train_and_evaluate(cfg, str(tmp_path))
+    assert cfg.total_steps == 3
+    records = [r for r in read_metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert TrainCheckpointer(tmp_path).latest_step() == 3
+    schedule = optim.make_optimizer(cfg.optim, 3)[1]
+    np.testing.assert_allclose([r["lr"] for r in records], [float(schedule(k)) for k in range(3)], rtol=1e-6)
+
+
+def test_fine_tuning_recipes_are_given_in_epochs():
+    for module, epochs in ((vqa, 10), (nlvr2, 10), (snli_ve, 5), (retrieval_f30k, 20)):
+        base, tiny = module.get_config("base"), module.get_config("tiny")
+        assert (base.total_steps, base.epochs) == (0, epochs)
+        assert (tiny.total_steps, tiny.epochs) == (4, None)
+    assert (pretrain.get_config("base").total_steps, pretrain.get_config("base").epochs) == (100_000, None)
+
+
 # ---- clear errors before anything compiles --------------------------------------------------
 def test_batch_not_divisible_by_mesh(demo_data):
     cfg = tiny_config(pretrain, *demo_data, batch_size=6, **{"mesh.num_devices": 4})

@@ -4,6 +4,7 @@
     make_eval_iterator(task, config, data_dir, tokenizer, *, spec, process_index, process_count, batch_size)
     make_retrieval_eval_iterators(config, data_dir, tokenizer, *, spec, process_index, process_count,
                                   batch_size) -> (image_iterator, text_iterator)
+    train_examples_per_epoch(task, config, data_dir) -> int   (one epoch = one pass over these)
 
 task: "pretrain" | "vqa" | "nlvr2" | "snli_ve" | "retrieval". `batch_size` is per process.
 The returned iterators have `get_state()` / `set_state()` (save the state with every checkpoint;
@@ -24,7 +25,8 @@ Config attributes read (plain attributes, e.g. an ml_collections ConfigDict; def
                                 original's concatenation samples)
     train_transform     [task default]  see transforms.py (clip, blip_randaug_wc, ...)
     eval_transform      [task default]  "clip" for pre-training, "blip" for fine-tuning
-    num_epochs          [None]  None = repeat forever (reshuffled every epoch)
+    num_epochs          [None]  None = repeat forever (reshuffled every epoch); the trainer's
+                                configs have no such key: a run's length is total_steps or epochs
 
 Pipeline: index over all texts -> seeded global shuffle (re-seeded every epoch) -> per-example
 decode/augment/tokenise (`random_map`: its Generator comes from the seed and the element's global
@@ -179,12 +181,24 @@ def _example(task: str, parts, tokenizer, config, transform_name: str, data_dir:
     return _EXAMPLE_CLASSES[task](**common, **extra)
 
 
+def train_dataset_specs(task: str, config) -> list[str]:
+    """The "name:split[+split]" specs a run trains on: config.datasets, or the task's default."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+    return list(_option(config, "datasets", DEFAULT_TRAIN_DATASETS[task]))
+
+
+def train_examples_per_epoch(task: str, config, data_dir: str) -> int:
+    """Examples in one pass over the training datasets: every text record is one example (one row of
+    the batch; in pre-training half the rows pair their text with another image for ITM). With
+    pre-training mixture weights an epoch is this many examples, not one pass over each dataset."""
+    return sum(len(p.texts) for spec in train_dataset_specs(task, config) for p in sources_lib.open_spec(data_dir, spec))
+
+
 def make_train_iterator(task: str, config, data_dir: str, tokenizer, *, seed: int, process_index: int,
                         process_count: int, batch_size: int):
     """Endless (or `num_epochs`) shuffled training batches of `task` for this process."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-    specs = list(_option(config, "datasets", DEFAULT_TRAIN_DATASETS[task]))
+    specs = train_dataset_specs(task, config)
     num_epochs = _option(config, "num_epochs", None)
     parts, per_dataset = [], []
     for k, spec in enumerate(specs):
