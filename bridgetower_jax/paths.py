@@ -64,7 +64,22 @@ def _url_kind(path: str, key: str) -> str | None:
         raise ValueError(f"{key}: cannot read {path} ({type(e).__name__}: {e})") from None
 
 
+def read_text(path: str, key: str) -> str:
+    """The UTF-8 text of a file or URL; `key` names the setting in errors."""
+    if not _is_url(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    filesystem, inner = _url_filesystem(path, key, "read")
+    with filesystem.open(inner, "rb") as f:
+        return f.read().decode("utf-8")
+
+
 def write_text(path: str, text: str) -> None:
+    """`write_bytes` of the UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
     """Write `path` so that it appears whole or not at all (a preempted job never leaves half a file,
     a failed write keeps the previous one). Local: a temporary file next to it, flushed to disk,
     renamed over `path` (one writer per file: process 0). URLs: written directly, since an object
@@ -72,8 +87,8 @@ def write_text(path: str, text: str) -> None:
     path = str(path)
     if _is_url(path):
         filesystem, inner = _url_filesystem(path, "writing", "write")
-        with filesystem.open(inner, "w", encoding="utf-8") as f:
-            f.write(text)
+        with filesystem.open(inner, "wb") as f:
+            f.write(data)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -82,8 +97,8 @@ def write_text(path: str, text: str) -> None:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
