@@ -82,13 +82,14 @@ def write_text(path: str, text: str) -> None:
 def write_bytes(path: str, data: bytes) -> None:
     """Write `path` so that it appears whole or not at all (a preempted job never leaves half a file,
     a failed write keeps the previous one). Local: a temporary file next to it, flushed to disk,
-    renamed over `path` (one writer per file: process 0). URLs: written directly, since an object
-    store publishes an object only once its upload is complete."""
+    renamed over `path` (one writer per file: process 0). URLs: one upload of the whole object with
+    its size given (fsspec's pipe_file): an object store publishes it only once every byte has
+    arrived. (Not a file opened for writing: gcsfs finishes its upload at close(), even when an
+    exception cut the writing short.)"""
     path = str(path)
     if _is_url(path):
         filesystem, inner = _url_filesystem(path, "writing", "write")
-        with filesystem.open(inner, "wb") as f:
-            f.write(data)
+        filesystem.pipe_file(inner, data)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
