@@ -3,6 +3,7 @@
     python -m bench.vs_pytorch --preset tiny --retain_host_memory --json bench/results/tiny_cpu.json
     python -m bench.vs_pytorch --preset base --retain_host_memory --reps 4 --train_reps 10 --json bench/results/base_cpu.json
     python -m bench.vs_pytorch --preset base --device gpu --train_batch 32   # accelerator: bf16, fused attention
+    python -m bench.vs_pytorch --preset base --forward_batches "" --train_batch 0 --rerank_pairs 16 --reps 3
 
 What is measured, for the same config, the same weights (transformers' random init, converted with
 `convert.from_pytorch`) and the same inputs:
@@ -12,6 +13,12 @@ What is measured, for the same config, the same weights (transformers' random in
                             own step (`train.build_experiment` + `train.make_train_step`, configs/pretrain.py);
                             PyTorch runs BridgeTowerForMaskedLM and BridgeTowerForImageAndTextRetrieval
                             sharing one core, with torch.optim.AdamW.
+  rerank_bN                 retrieval's ITM re-rank of N (image, text) pairs over N / P images, each image
+                            serving P texts (--rerank_pairs N, --rerank_texts_per_image P): JAX runs
+                            `itm_shared_images` (the vision tower once per image), PyTorch
+                            BridgeTowerForImageAndTextRetrieval on the N pairs (the vision tower once per
+                            pair, as transformers' API takes them); its MFU counts the FLOPs of the shared
+                            computation, and the positive logits of both sides are compared
   gemms                     the forward's main products at its largest batch (`model_gemms`), each timed
                             alone in both frameworks: how much of the forward ratio is the GEMM libraries.
 Each framework lives in its own worker process, both pinned to the same CPUs, so peak memory is per
@@ -206,7 +213,10 @@ class JaxWorker:
 
         def forward(p, ids, mask, pixels):
             return model.apply({"params": p}, ids, mask, pixels, method=BridgeTowerForPreTraining.mlm)
-        self.forward = jax.jit(forward)
+
+        def rerank(p, ids, mask, pixels):
+            return model.apply({"params": p}, ids, mask, pixels, method=BridgeTowerForPreTraining.itm_shared_images)[:, 1]
+        self.forward, self.rerank = jax.jit(forward), jax.jit(rerank)
         self.batches = {}
         self.state = self.train_step = None
         device = jax.devices()[0]
@@ -273,9 +283,10 @@ class JaxWorker:
 
     def _call(self, phase: str):
         b = self._batch(phase)
-        if phase.startswith("forward"):
+        if phase.startswith(("forward", "rerank")):
+            call = self.forward if phase.startswith("forward") else self.rerank
             with self.exp.context():
-                out = self.forward(self.params, b["input_ids"], b["attention_mask"], b["pixel_values"])
+                out = call(self.params, b["input_ids"], b["attention_mask"], b["pixel_values"])
             out.block_until_ready()
             return out
         self.state, metrics = self.train_step(self.state, b)
@@ -292,9 +303,9 @@ class JaxWorker:
 
     def end(self, phase: str):
         out = {"peak_memory_bytes": self._peak_memory()}
-        if phase == "forward_b1":
+        if phase == "forward_b1" or phase.startswith("rerank"):
             logits = np.asarray(self._call(phase), np.float32)
-            np.save(os.path.join(self.a.workdir, "logits_jax.npy"), logits)
+            np.save(os.path.join(self.a.workdir, f"logits_{phase}_jax.npy"), logits)
         return out
 
     def _reset_memory(self):
@@ -379,6 +390,8 @@ class TorchWorker:
     def _batch(self, phase: str):
         if phase not in self.batches:
             host = dict(np.load(os.path.join(self.a.workdir, f"inputs_{phase}.npz")))
+            if phase.startswith("rerank"):     # transformers takes one image per pair
+                host["pixel_values"] = np.repeat(host["pixel_values"], len(host["input_ids"]) // len(host["pixel_values"]), 0)
             host["itm_pixel_values"], host["itm_labels"] = itm_pairs(host)
             t = {k: self.torch.from_numpy(np.ascontiguousarray(
                 v.transpose(0, 3, 1, 2) if v.ndim == 4 else v)) for k, v in host.items()}
@@ -434,6 +447,13 @@ class TorchWorker:
                                pixel_values=b["pixel_values"]).logits
             self._sync()
             return out
+        if phase.startswith("rerank"):
+            self.itm.eval()
+            with torch.inference_mode(), ctx:
+                out = self.itm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               pixel_values=b["pixel_values"]).logits[:, 1]
+            self._sync()
+            return out
         self.mlm.train()
         self.itm.train()
         self.opt.zero_grad(set_to_none=True)
@@ -455,9 +475,9 @@ class TorchWorker:
 
     def end(self, phase: str):
         out = {"peak_memory_bytes": self._peak_memory()}
-        if phase == "forward_b1":
+        if phase == "forward_b1" or phase.startswith("rerank"):
             logits = self._call(phase).float().cpu().numpy()
-            np.save(os.path.join(self.a.workdir, "logits_torch.npy"), logits)
+            np.save(os.path.join(self.a.workdir, f"logits_{phase}_torch.npy"), logits)
         return out
 
     def _reset_memory(self):
@@ -594,13 +614,18 @@ def run_benchmark(a) -> dict:
                    dropout_impl=a.dropout_impl)
     cfg = model_config(a.preset, compute)
     cpus = sorted(os.sched_getaffinity(0))[: a.threads] if a.threads else sorted(os.sched_getaffinity(0))
-    phases = [f"forward_b{b}" for b in a.forward_batches] + ([f"train_b{a.train_batch}"] if a.train_batch else [])
+    # rerank before train: the JAX worker's train phase moves the weights into its train state.
+    phases = ([f"forward_b{b}" for b in a.forward_batches] + ([f"rerank_b{a.rerank_pairs}"] if a.rerank_pairs else [])
+              + ([f"train_b{a.train_batch}"] if a.train_batch else []))
 
     workdir = tempfile.mkdtemp(prefix="bt_bench_")
     Path(workdir, "hf_config.json").write_text(json.dumps(to_hf_config(cfg).to_dict()))
     for phase in phases:
         batch = int(phase.rsplit("_b", 1)[1])
-        np.savez(os.path.join(workdir, f"inputs_{phase}.npz"), **make_inputs(cfg, batch, a.text_len, a.seed))
+        inputs = make_inputs(cfg, batch, a.text_len, a.seed)
+        if phase.startswith("rerank"):
+            inputs["pixel_values"] = inputs["pixel_values"][:batch // a.rerank_texts_per_image]
+        np.savez(os.path.join(workdir, f"inputs_{phase}.npz"), **inputs)
     argv = ["--preset", a.preset, "--workdir", workdir, "--text_len", str(a.text_len), "--train_batch",
             str(a.train_batch), "--device", device, "--compute", json.dumps(compute), "--compute_dtype",
             compute_dtype, "--torch_adamw", a.torch_adamw, "--seed", str(a.seed), "--cpus",
@@ -622,8 +647,10 @@ def run_benchmark(a) -> dict:
         results["jax_info"] = jax_w("setup", weights)
         workers = {"jax": jax_w, "torch": torch_w}
         results["gemm_flops"] = {n: w("matmul_peak")["gemm_flops"] for n, w in workers.items()}
-        results["gemms"] = time_gemms(workers, model_gemms(cfg, max(a.forward_batches or [a.train_batch]), a.text_len))
-        print(gemm_table(results["gemms"]), flush=True)
+        gemm_batch = max(a.forward_batches or [a.train_batch])
+        if gemm_batch:   # (not for a re-rank phase alone)
+            results["gemms"] = time_gemms(workers, model_gemms(cfg, gemm_batch, a.text_len))
+            print(gemm_table(results["gemms"]), flush=True)
         peak = a.peak_flops or (jax_w("device_peak")["peak_flops"] if accelerator else None)
         peak_source = "--peak_flops" if a.peak_flops else ("vendor bf16 dense peak (flops.PEAK_FLOPS)"
                                                             if peak else "measured fp32 GEMM 2048^2, best of both")
@@ -655,6 +682,10 @@ def run_benchmark(a) -> dict:
             batch = int(phase.rsplit("_b", 1)[1])
             if phase.startswith("train"):
                 work = flops.train_flops_per_example(cfg, "pretrain", a.text_len) * batch
+            elif phase.startswith("rerank"):
+                image_side = flops.image_side_flops(cfg)
+                work = (batch // a.rerank_texts_per_image * image_side
+                        + batch * (flops.forward_flops(cfg, a.text_len, pooled_only=True) - image_side))
             else:
                 work = (flops.forward_flops(cfg, a.text_len) + flops.mlm_head_flops(cfg, a.text_len)) * batch
             entry["model_flops"] = work
@@ -662,10 +693,11 @@ def run_benchmark(a) -> dict:
                 entry[name]["mfu"] = work / entry[name]["median_s"] / peak
             results["phases"][phase] = entry
             print(_row(phase, entry), flush=True)
-            if phase == "forward_b1":
-                diff = np.abs(np.load(os.path.join(workdir, "logits_jax.npy"))
-                              - np.load(os.path.join(workdir, "logits_torch.npy"))).max()
-                results["forward_b1_logits_max_abs_diff"] = float(diff)
+            if phase == "forward_b1" or phase.startswith("rerank"):
+                diff = np.abs(np.load(os.path.join(workdir, f"logits_{phase}_jax.npy"))
+                              - np.load(os.path.join(workdir, f"logits_{phase}_torch.npy"))).max()
+                results["forward_b1_logits_max_abs_diff" if phase == "forward_b1" else "rerank_logits_max_abs_diff"] = \
+                    float(diff)
         results["load_average_end"] = os.getloadavg()
         # XLA's cost analysis counts a while loop's body once, so scanned layers would be undercounted.
         if not (a.skip_cost_analysis or a.scan_layers):
@@ -721,6 +753,8 @@ def print_table(r: dict) -> None:
         print(gemm_table(r["gemms"]))
     if "forward_b1_logits_max_abs_diff" in r:
         print(f"forward_b1 MLM logits, max |JAX - torch| = {r['forward_b1_logits_max_abs_diff']:.2e}")
+    if "rerank_logits_max_abs_diff" in r:
+        print(f"rerank ITM logits, max |JAX - torch| = {r['rerank_logits_max_abs_diff']:.2e}")
     for name, v in r.get("cost_analysis", {}).items():
         print(f"flops.py vs XLA cost analysis, {name}: formula {v['formula_flops'] / 1e9:.2f} G, "
               f"XLA {v['xla_flops'] / 1e9:.2f} G, ratio {v['formula_over_xla']:.3f}")
@@ -749,6 +783,8 @@ def parse_args(argv=None):
     p.add_argument("--forward_batches", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4],
                    help="comma-separated; empty: no forward phases")
     p.add_argument("--train_batch", type=int, default=2, help="0: no train phase")
+    p.add_argument("--rerank_pairs", type=int, default=0, help="pairs of the retrieval re-rank phase (0: none)")
+    p.add_argument("--rerank_texts_per_image", type=int, default=8, help="texts sharing each image in the re-rank")
     p.add_argument("--reps", type=int, default=10, help="timed calls per framework for each forward phase")
     p.add_argument("--train_reps", type=int, default=10, help="timed calls per framework for the train step")
     p.add_argument("--threads", type=int, default=0, help="CPUs for each worker (0: all this process may use)")
@@ -774,10 +810,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict | None:
     a = parse_args(argv)
-    if not a.worker and (a.train_batch < 0 or any(b < 1 for b in a.forward_batches)
-                         or not (a.forward_batches or a.train_batch)):
-        raise SystemExit(f"bench.vs_pytorch: --forward_batches {a.forward_batches} and --train_batch {a.train_batch}: "
-                         "batches must be positive (train batch 0: no train phase), and at least one phase is needed")
+    if not a.worker and (a.train_batch < 0 or a.rerank_pairs < 0 or any(b < 1 for b in a.forward_batches)
+                         or not (a.forward_batches or a.train_batch or a.rerank_pairs)):
+        raise SystemExit(f"bench.vs_pytorch: --forward_batches {a.forward_batches}, --train_batch {a.train_batch} and "
+                         f"--rerank_pairs {a.rerank_pairs}: batches must be positive (0: no train / re-rank phase), "
+                         "and at least one phase is needed")
+    if not a.worker and a.rerank_pairs and (a.rerank_texts_per_image < 1 or a.rerank_pairs % a.rerank_texts_per_image):
+        raise SystemExit(f"bench.vs_pytorch: --rerank_pairs {a.rerank_pairs} must be a multiple of "
+                         f"--rerank_texts_per_image {a.rerank_texts_per_image}")
     if a.worker:
         os.sched_setaffinity(0, [int(c) for c in a.cpus.split(",")])   # before jax / torch size their pools
         worker_main(a)

@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bridgetower_jax import compile_cache, host_memory, paths, sharding, tasks, train
+from bridgetower_jax import compile_cache, flops, host_memory, paths, sharding, tasks, train
 from bridgetower_jax.checkpoint import TrainCheckpointer
 from bridgetower_jax.metrics import retrieval as retrieval_metrics
 from bridgetower_jax.metrics import vqa as vqa_metrics
@@ -94,29 +94,39 @@ def evaluate_retrieval(exp: train.Experiment, params, tokenizer, spec: str) -> d
     attn = retrieval_metrics.rows_by_index(texts["attn"], texts["index"], texts["mask"])
     text_to_image = retrieval_metrics.rows_by_index(texts["image"], texts["index"], texts["mask"])
 
-    itm = jax.jit(lambda p, i, m, x: model.apply({"params": p}, i, m, x, method=BridgeTowerForPreTraining.itm)[:, 1])
+    # Each chunk: C pairs over C / P images, every image serving P consecutive texts, so the vision
+    # tower runs once per image of the chunk, not once per pair. P is chosen from how many short-listed
+    # pairs each image has, weighing padding rows against vision passes by their FLOPs.
+    itm = jax.jit(lambda p, i, m, x: model.apply({"params": p}, i, m, x,
+                                                 method=BridgeTowerForPreTraining.itm_shared_images)[:, 1])
     chunk = max(jax.device_count(), cfg.eval.batch_size // jax.device_count() * jax.device_count())
+    model_config, text_len = tasks.model_config(cfg), ids.shape[1]
+    image_flops = flops.image_side_flops(model_config)
+    image_cost = image_flops / (flops.forward_flops(model_config, text_len, pooled_only=True) - image_flops)
+
+    def texts_per_image(pairs_per_image):
+        p = retrieval_metrics.cheapest_texts_per_image(pairs_per_image, chunk, image_cost,
+                                                       images_multiple_of=sharding.batch_shards(exp.mesh))
+        if jax.process_index() == 0:
+            log.info("retrieval re-rank: %d pairs, %d texts per vision pass (chunks of %d pairs)",
+                     int(np.sum(pairs_per_image)), p, chunk)
+        return p
 
     def itm_score_fn(image_ids, text_ids, valid):
         del valid   # padding pairs are scored and ignored by the caller
-        batch = sharding.global_batch({"i": ids[text_ids], "m": attn[text_ids],
-                                       "x": pixels[image_ids].astype(np.float32)}, exp.mesh) \
-            if jax.process_count() == 1 else _replicated_batch(exp, ids[text_ids], attn[text_ids], pixels[image_ids])
+        # Every process holds the whole chunk and passes its own block of images and of texts.
+        local = {"i": ids[text_ids], "m": attn[text_ids], "x": pixels[image_ids]}
+        n, k = jax.process_count(), jax.process_index()
+        local = {key: v[k * len(v) // n:(k + 1) * len(v) // n] for key, v in local.items()}
+        local["x"] = local["x"].astype(np.float32)
+        batch = sharding.global_batch(local, exp.mesh)
         with exp.context():
             return np.asarray(multihost_utils.process_allgather(itm(params, batch["i"], batch["m"], batch["x"]),
                                                                 tiled=True))
 
     scores = retrieval_metrics.itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn, cfg.eval.k_test,
-                                                   chunk_size=chunk)
+                                                   chunk_size=chunk, texts_per_image=texts_per_image)
     return retrieval_metrics.recall_at_k(scores, text_to_image)
-
-
-def _replicated_batch(exp, ids, attn, pixels) -> dict:
-    """Every process holds the whole chunk: give each its own slice as the process-local batch."""
-    n, k = jax.process_count(), jax.process_index()
-    rows = len(ids) // n
-    part = slice(k * rows, (k + 1) * rows)
-    return sharding.global_batch({"i": ids[part], "m": attn[part], "x": pixels[part].astype(np.float32)}, exp.mesh)
 
 
 def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) -> dict:

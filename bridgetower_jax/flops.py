@@ -50,6 +50,12 @@ def fusion_flops(c: BridgeTowerConfig, text_len: int, pooled_only: bool = False)
     return transforms + layers + 2 * 2 * h * h
 
 
+def image_side_flops(c: BridgeTowerConfig) -> float:
+    """The part of a pair's forward that depends on the image alone: the vision tower and the image
+    transforms into the cross-modal width (what `itm_shared_images` computes once per image)."""
+    return vision_tower_flops(c) + c.num_hidden_layers * 2 * c.vision.num_positions * c.vision.hidden_size * c.hidden_size
+
+
 def forward_flops(c: BridgeTowerConfig, text_len: int, pooled_only: bool = False) -> float:
     """One image-text pair through BridgeTowerModel."""
     return text_tower_flops(c, text_len) + vision_tower_flops(c) + fusion_flops(c, text_len, pooled_only)

@@ -49,13 +49,16 @@ def _check_results(r: dict, phases: set[str]):
 
 
 def test_vs_pytorch_tiny_forward_writes_every_field(tmp_path, no_simulated_devices):
-    """--train_batch 0: the forward phases alone (~15 s on the 2-core VM)."""
+    """--train_batch 0: the forward and re-rank phases alone (~15 s on the 2-core VM)."""
     from bench import vs_pytorch
     out = tmp_path / "tiny.json"
     vs_pytorch.main(["--preset", "tiny", "--text_len", "8", "--forward_batches", "1", "--train_batch", "0",
+                     "--rerank_pairs", "6", "--rerank_texts_per_image", "3",
                      "--reps", "1", "--settle", "0", "--json", str(out)])
     r = json.loads(out.read_text())
-    _check_results(r, {"forward_b1"})
+    _check_results(r, {"forward_b1", "rerank_b6"})
+    # 2 images x 3 texts through itm_shared_images give transformers' ITM logits of the 6 pairs.
+    assert r["rerank_logits_max_abs_diff"] < 1e-4
     assert not r["retain_host_memory"] and not r["jax_info"]["large_block_cache"]
 
 
@@ -72,11 +75,13 @@ def test_vs_pytorch_tiny_writes_every_field(tmp_path, no_simulated_devices):
 
 
 @pytest.mark.parametrize("args", [["--forward_batches", "", "--train_batch", "0"], ["--train_batch", "-2"],
-                                  ["--forward_batches", "0,4"]])
+                                  ["--forward_batches", "0,4"], ["--rerank_pairs", "-8"]])
 def test_impossible_phases_are_refused(args):
     from bench import vs_pytorch
     with pytest.raises(SystemExit, match="at least one phase"):
         vs_pytorch.main(["--preset", "tiny", *args])
+    with pytest.raises(SystemExit, match="--rerank_pairs 6 must be a multiple of --rerank_texts_per_image 4"):
+        vs_pytorch.main(["--preset", "tiny", "--rerank_pairs", "6", "--rerank_texts_per_image", "4"])
 
 
 def test_plot_draws_one_bar_per_phase_and_a_tick_per_target(tmp_path):

@@ -162,6 +162,61 @@ def test_sharded_jitted_itm_function_compiles_once():
     assert len(traces) == 1
 
 
+class SharedImageLookupItm(LookupItm):
+    """The fake ITM head for segments: each of the C / P images serves P consecutive rows."""
+
+    def __call__(self, image_ids, text_ids, valid):
+        self.chunks.append((image_ids.copy(), text_ids.copy(), valid.copy()))
+        return self.matrix[np.repeat(image_ids, len(text_ids) // len(image_ids)), text_ids]
+
+    def scored_pairs(self):
+        return [(int(i), int(t)) for ii, tt, vv in self.chunks
+                for i, t, v in zip(np.repeat(ii, len(tt) // len(ii)), tt, vv) if v]
+
+
+@pytest.mark.parametrize("k_test,texts_per_image,chunk_size", [(1, 2, 4), (2, 2, 2), (3, 3, 6), (100, 4, 8)])
+def test_images_shared_by_segments_of_texts_give_the_same_scores(k_test, texts_per_image, chunk_size):
+    rng = np.random.default_rng(k_test)
+    images, texts, itm = rng.normal(size=(5, 3)), rng.normal(size=(9, 3)), rng.normal(size=(5, 9))
+    plain = retrieval.itc_then_itm_scores(images, texts, LookupItm(itm), k_test=k_test, chunk_size=chunk_size)
+    shared = SharedImageLookupItm(itm)
+    grouped = retrieval.itc_then_itm_scores(images, texts, shared, k_test=k_test, chunk_size=chunk_size,
+                                            texts_per_image=texts_per_image)
+    np.testing.assert_array_equal(grouped, plain)
+    for image_ids, text_ids, valid in shared.chunks:
+        assert image_ids.shape == (chunk_size // texts_per_image,) and text_ids.shape == valid.shape == (chunk_size,)
+    pairs = shared.scored_pairs()
+    assert len(pairs) == len(set(pairs)) == int((plain != retrieval.NOT_RERANKED).sum())
+
+
+def test_segment_length_chosen_from_the_pairs_of_each_image():
+    seen = []
+
+    def choose(pairs_per_image):
+        seen.append(pairs_per_image.tolist())
+        return 2
+    shared = SharedImageLookupItm(ITM)
+    scores = retrieval.itc_then_itm_scores(IMAGES, TEXTS, shared, k_test=1, chunk_size=4, texts_per_image=choose)
+    np.testing.assert_array_equal(scores, [[2.0, -100.0, -100.0], [-100.0, 4.0, 6.0]])
+    assert seen == [[1, 2]]
+    # Image 0's one pair is padded to a segment of 2; image 1's two pairs fill the next one.
+    assert [c[0].tolist() for c in shared.chunks] == [[0, 1]]
+    assert [c[1].tolist() for c in shared.chunks] == [[0, 0, 1, 2]]
+    assert [c[2].tolist() for c in shared.chunks] == [[True, False, True, True]]
+
+
+def test_cheapest_texts_per_image_by_hand():
+    # Pairs per image 5 and 3, chunk 8. P = 8: 2 segments, 16 rows; 4: 3 and 12; 2: 5 and 10; 1: 8 and 8.
+    assert retrieval.cheapest_texts_per_image([5, 3, 0], 8, image_cost=0.0) == 1
+    assert retrieval.cheapest_texts_per_image([5, 3], 8, image_cost=10.0) == 8      # 36 < 42 < 60 < 88
+    assert retrieval.cheapest_texts_per_image([5, 3], 8, image_cost=1.0) == 2       # 15 (ties with 4) < 16 < 18
+    assert retrieval.cheapest_texts_per_image([5, 3], 8, 10.0, images_multiple_of=2) == 4
+    with pytest.raises(ValueError, match="sorted by image"):
+        retrieval.score_pairs(np.array([1, 0]), np.array([0, 0]), LookupItm(ITM), 2, texts_per_image=2)
+    with pytest.raises(ValueError, match="chunk_size=6 must be a positive multiple of texts_per_image=4"):
+        retrieval.score_pairs(np.array([0]), np.array([0]), LookupItm(ITM), 6, texts_per_image=4)
+
+
 def test_rows_by_index_orders_rows_and_drops_padding():
     rows = np.array([[2.0], [0.0], [1.0], [9.0]])
     indices = np.array([2, 0, 1, 0])        # the last row is padding pointing at record 0

@@ -143,6 +143,25 @@ def test_pretraining_forwards_share_the_vision_pass_exactly():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4), *grads)
 
 
+def test_itm_over_shared_images_equals_itm_over_repeated_images():
+    """Retrieval's re-rank: 2 images x 3 texts each, the vision tower run on the 2 images, gives the
+    ITM logits of the 6 pairs with every image repeated."""
+    model = BridgeTowerForPreTraining(preset("tiny"))
+    params, _ = _rand_init(model)
+    rng = np.random.RandomState(2)
+    ids = jnp.asarray(rng.randint(5, 99, (6, 6)))
+    mask = jnp.asarray([[1] * 6, [1] * 3 + [0] * 3] * 3)
+    pixels = jnp.asarray(rng.randn(2, 32, 32, 3), jnp.float32)
+    shared = model.apply({"params": params}, ids, mask, pixels, method=BridgeTowerForPreTraining.itm_shared_images)
+    repeated = model.apply({"params": params}, ids, mask, jnp.repeat(pixels, 3, axis=0),
+                           method=BridgeTowerForPreTraining.itm)
+    assert shared.shape == (6, 2)
+    np.testing.assert_allclose(shared, repeated, atol=1e-5)
+    with pytest.raises(ValueError, match="6 texts do not split evenly over 4 images"):
+        model.apply({"params": params}, ids, mask, jnp.zeros((4, 32, 32, 3)),
+                    method=BridgeTowerForPreTraining.itm_shared_images)
+
+
 def test_pooled_only_computes_the_first_tokens_of_the_last_layer_exactly():
     model = BridgeTowerModel(preset("tiny"))
     params, (ids, mask, pixels) = _rand_init(model)

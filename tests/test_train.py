@@ -110,6 +110,28 @@ def test_pretraining_losses_fall_on_learnable_data(demo_data, tmp_path):
     assert last < first - 1.0, (first, last)
 
 
+def test_retrieval_rerank_sharing_vision_passes_gives_the_per_pair_scores(demo_data, monkeypatch):
+    """The evaluation scores each short-listed pair through the vision tower once per image (segments
+    of P texts); with P = 1 every pair has its own vision pass, as a plain ITM forward does."""
+    from bridgetower_jax import evaluate
+    from bridgetower_jax.metrics import retrieval
+    cfg = tiny_config(retrieval_f30k, *demo_data)
+    tokenizer = train.load_data_assets(cfg)
+    exp = train.build_experiment(cfg)
+    params = train.init_state(exp, jax.random.PRNGKey(3)).params
+    chosen, scores = [], []
+    cheapest = retrieval.cheapest_texts_per_image
+    monkeypatch.setattr(retrieval, "cheapest_texts_per_image", lambda *a, **k: chosen.append(cheapest(*a, **k)) or chosen[-1])
+    monkeypatch.setattr(retrieval, "recall_at_k", lambda s, t, recall=retrieval.recall_at_k: scores.append(s) or recall(s, t))
+    shared = evaluate.evaluate_retrieval(exp, params, tokenizer, "f30k_karpathy:test")
+    monkeypatch.setattr(retrieval, "cheapest_texts_per_image", lambda *a, **k: 1)
+    per_pair = evaluate.evaluate_retrieval(exp, params, tokenizer, "f30k_karpathy:test")
+    assert chosen[0] > 1
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+    assert (scores[0] > retrieval.NOT_RERANKED).sum() > scores[0].shape[0] * cfg.eval.k_test   # both shortlists
+    assert shared.keys() == per_pair.keys()
+
+
 def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path):
     """total_steps = 0: ceil(epochs x examples / batch_size) steps, the examples being what one pass of
     the real training stream yields, and the learning-rate schedule spans exactly those steps."""

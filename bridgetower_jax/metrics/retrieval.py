@@ -2,8 +2,10 @@
 
     rows_by_index(rows, indices, example_mask=None, num_rows=None) -> rows in index order
     similarity_matrix(image_embeds, text_embeds) -> [N_images, N_texts] ITC scores
-    itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn, k_test, *, chunk_size=256, ...)
+    itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn, k_test, *, chunk_size=256,
+                        texts_per_image=1, ...)
         -> [N_images, N_texts] re-ranked scores (the original `compute_irtr_itm_itc_recall`)
+    cheapest_texts_per_image(pairs_per_image, chunk_size, image_cost, images_multiple_of=1) -> P
     recall_at_k(scores, text_to_image, ks=(1, 5, 10)) -> {"tr_r1", ..., "ir_r10", "tr_mean",
         "ir_mean", "r_mean", "rsum"} as fractions in [0, 1] (the original logs x100)
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -24,8 +27,10 @@ import numpy as np
 # The original's value for pairs that were not re-ranked: below any ITM logit seen in practice.
 NOT_RERANKED = -100.0
 
-# itm_score_fn(image_ids int32 [C], text_ids int32 [C], valid bool [C]) -> positive-class ITM
-# logits [C] (the original's `itm_score(...)[:, 1]`); entries where `valid` is False are padding.
+# itm_score_fn(image_ids int32 [C / P], text_ids int32 [C], valid bool [C]) -> positive-class ITM
+# logits [C] (the original's `itm_score(...)[:, 1]`) of the pairs (image_ids[r // P], text_ids[r]):
+# each image serves P = texts_per_image consecutive rows, so the vision tower can run once per image
+# and not once per pair. Entries where `valid` is False are padding.
 ItmScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], "np.ndarray | jax.Array"]
 
 
@@ -128,9 +133,9 @@ def _similarities(image_embeds, text_embeds):
 def _shortlists(image_embeds, text_embeds, k_texts: int, k_images: int):
     sims = _similarities(image_embeds, text_embeds)
     # lax.top_k puts the lower index first among equal values: the same tie rule as recall_at_k.
-    _, texts_per_image = jax.lax.top_k(sims, k_texts)
-    _, images_per_text = jax.lax.top_k(sims.T, k_images)
-    return texts_per_image, images_per_text
+    _, shortlisted_texts = jax.lax.top_k(sims, k_texts)
+    _, shortlisted_images = jax.lax.top_k(sims.T, k_images)
+    return shortlisted_texts, shortlisted_images
 
 
 def similarity_matrix(image_embeds, text_embeds) -> np.ndarray:
@@ -139,19 +144,40 @@ def similarity_matrix(image_embeds, text_embeds) -> np.ndarray:
                                     jnp.asarray(text_embeds, jnp.float32)))
 
 
+def _segments(image_ids: np.ndarray, texts_per_image: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs sorted by image -> (row of each pair, image of each segment): each image's pairs fill
+    segments of `texts_per_image` rows, its last segment padded."""
+    images, first, counts = np.unique(image_ids, return_index=True, return_counts=True)
+    per_image = -(-counts // texts_per_image)
+    segment_start = np.concatenate([[0], np.cumsum(per_image)[:-1]])
+    offset = np.arange(len(image_ids)) - np.repeat(first, counts)
+    rows = np.repeat(segment_start, counts) * texts_per_image + offset
+    return rows, np.repeat(images, per_image)
+
+
 def score_pairs(image_ids: np.ndarray, text_ids: np.ndarray, itm_score_fn: ItmScoreFn, chunk_size: int,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                progress: Callable[[int, int], None] | None = None, texts_per_image: int = 1) -> np.ndarray:
     """ITM logits of the pairs (image_ids[p], text_ids[p]), in fixed-size chunks.
 
-    Every call gets arrays of exactly `chunk_size` (the last chunk is padded with pair (0, 0) and
-    `valid` False), so a jitted `itm_score_fn` compiles once; make `chunk_size` a multiple of the
-    number of devices the function shards the chunk over. Two chunks stay in flight so that a
-    function returning un-fetched jax arrays keeps the device busy while the host waits.
+    Every call gets `chunk_size` rows (padding rows: pair (0, 0), `valid` False), so a jitted
+    `itm_score_fn` compiles once; make `chunk_size` a multiple of the number of devices the function
+    shards the chunk over, and, with `texts_per_image` P > 1, of P (the chunk's C / P images are
+    sharded too). With P > 1 the pairs must be sorted by image: each image's pairs fill rows of
+    segments of P sharing that image. Two chunks stay in flight so that a function returning
+    un-fetched jax arrays keeps the device busy while the host waits.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    total = len(image_ids)
-    out = np.empty(total, np.float32)
+    if chunk_size < 1 or texts_per_image < 1 or chunk_size % texts_per_image:
+        raise ValueError(f"chunk_size={chunk_size} must be a positive multiple of texts_per_image={texts_per_image}")
+    image_ids, text_ids = np.asarray(image_ids), np.asarray(text_ids)
+    if texts_per_image > 1 and np.any(np.diff(image_ids) < 0):
+        raise ValueError("with texts_per_image > 1 the pairs must be sorted by image")
+    rows, segment_images = _segments(image_ids, texts_per_image) if len(image_ids) else (np.zeros(0, np.int64),) * 2
+    total_rows = len(segment_images) * texts_per_image
+    row_texts = np.zeros(total_rows, np.int32)
+    row_valid = np.zeros(total_rows, bool)
+    row_texts[rows], row_valid[rows] = text_ids, True
+    row_logits = np.empty(total_rows, np.float32)
+    images_per_chunk = chunk_size // texts_per_image
     pending: collections.deque = collections.deque()
 
     def collect():
@@ -159,36 +185,57 @@ def score_pairs(image_ids: np.ndarray, text_ids: np.ndarray, itm_score_fn: ItmSc
         result = np.asarray(result, np.float32).reshape(-1)
         if result.shape != (chunk_size,):
             raise ValueError(f"itm_score_fn returned shape {result.shape}, expected ({chunk_size},)")
-        out[start:start + count] = result[:count]
+        row_logits[start:start + count] = result[:count]
         if progress is not None:
-            progress(start + count, total)
+            progress(start + count, total_rows)
 
-    for start in range(0, total, chunk_size):
-        count = min(chunk_size, total - start)
-        images = np.zeros(chunk_size, np.int32)
+    for start in range(0, total_rows, chunk_size):
+        count = min(chunk_size, total_rows - start)
+        images = np.zeros(images_per_chunk, np.int32)
         texts = np.zeros(chunk_size, np.int32)
         valid = np.zeros(chunk_size, bool)
-        images[:count] = image_ids[start:start + count]
-        texts[:count] = text_ids[start:start + count]
-        valid[:count] = True
+        first_segment = start // texts_per_image
+        images[:count // texts_per_image] = segment_images[first_segment:first_segment + count // texts_per_image]
+        texts[:count], valid[:count] = row_texts[start:start + count], row_valid[start:start + count]
         pending.append((start, count, itm_score_fn(images, texts, valid)))
         if len(pending) > 2:
             collect()
     while pending:
         collect()
-    return out
+    return row_logits[rows]
+
+
+def cheapest_texts_per_image(pairs_per_image: np.ndarray, chunk_size: int, image_cost: float,
+                             images_multiple_of: int = 1) -> int:
+    """The segment length P for `score_pairs` that minimises the work: rows (padding included) cost 1
+    each (text tower + fusion of a pair), segments `image_cost` each (one vision pass, in units of a
+    row). P divides `chunk_size` and leaves chunk_size / P images, a multiple of `images_multiple_of`
+    (the devices the images are sharded over)."""
+    counts = np.asarray(pairs_per_image, np.int64)
+    counts = counts[counts > 0]
+    best, best_cost = 1, math.inf
+    for p in range(1, chunk_size + 1):
+        if chunk_size % p or (chunk_size // p) % images_multiple_of:
+            continue
+        segments = int(np.sum(-(-counts // p)))
+        cost = segments * p + image_cost * segments
+        if cost < best_cost:
+            best, best_cost = p, cost
+    return best
 
 
 def itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn: ItmScoreFn, k_test: int, *,
                         chunk_size: int = 256, fill_value: float = NOT_RERANKED,
-                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                        progress: Callable[[int, int], None] | None = None,
+                        texts_per_image: int | Callable[[np.ndarray], int] = 1) -> np.ndarray:
     """BridgeTower's retrieval scores: ITC shortlist, ITM re-rank, element-wise max of both directions.
 
     i2t: each image's `k_test` most ITC-similar texts get their ITM logit, every other entry
     `fill_value`; t2i: likewise each text's `k_test` most similar images. The result is
     max(i2t, t2i), which `recall_at_k` ranks in both directions (ITC similarities are not added).
     A pair short-listed in both directions is scored once. With `k_test` >= N_images and
-    >= N_texts the result is exactly the full ITM matrix.
+    >= N_texts the result is exactly the full ITM matrix. `texts_per_image`: P for `score_pairs`,
+    or a function of the number of pairs of every image that chooses it (`cheapest_texts_per_image`).
 
     Multi-host: every process must call this with the same full embeddings (host arrays, e.g.
     from `multihost_utils.process_allgather`), and `itm_score_fn` must return the whole chunk's
@@ -199,17 +246,20 @@ def itc_then_itm_scores(image_embeds, text_embeds, itm_score_fn: ItmScoreFn, k_t
     image_embeds = jnp.asarray(image_embeds, jnp.float32)
     text_embeds = jnp.asarray(text_embeds, jnp.float32)
     num_images, num_texts = image_embeds.shape[0], text_embeds.shape[0]
-    texts_per_image, images_per_text = _shortlists(
+    shortlisted_texts, shortlisted_images = _shortlists(
         image_embeds, text_embeds, k_texts=min(k_test, num_texts), k_images=min(k_test, num_images))
-    texts_per_image = np.asarray(texts_per_image, np.int64)
-    images_per_text = np.asarray(images_per_text, np.int64)
+    shortlisted_texts = np.asarray(shortlisted_texts, np.int64)
+    shortlisted_images = np.asarray(shortlisted_images, np.int64)
 
     # Pairs as flat positions image * N_texts + text in the [N_images, N_texts] matrix.
-    i2t = (np.arange(num_images)[:, None] * num_texts + texts_per_image).reshape(-1)
-    t2i = (images_per_text * num_texts + np.arange(num_texts)[:, None]).reshape(-1)
+    i2t = (np.arange(num_images)[:, None] * num_texts + shortlisted_texts).reshape(-1)
+    t2i = (shortlisted_images * num_texts + np.arange(num_texts)[:, None]).reshape(-1)
     pairs = np.union1d(i2t, t2i)  # sorted by image, then text: neighbouring pairs share an image
-    logits = score_pairs((pairs // num_texts).astype(np.int32), (pairs % num_texts).astype(np.int32),
-                         itm_score_fn, chunk_size, progress)
+    pair_images = (pairs // num_texts).astype(np.int32)
+    if callable(texts_per_image):
+        texts_per_image = texts_per_image(np.bincount(pair_images, minlength=num_images))
+    logits = score_pairs(pair_images, (pairs % num_texts).astype(np.int32), itm_score_fn, chunk_size, progress,
+                         texts_per_image)
 
     # max(i2t, t2i) entry by entry: a pair in one list only competes with the fill value there.
     in_both = np.isin(pairs, i2t, assume_unique=True) & np.isin(pairs, t2i, assume_unique=True)

@@ -320,6 +320,20 @@ class BridgeTowerForPreTraining(nn.Module):
                                pooled_only=True)
         return self.itm_score(out.pooler_output)
 
+    def itm_shared_images(self, input_ids, attention_mask, pixel_values) -> jax.Array:
+        """ITM logits [B, 2] of B pairs over G = len(pixel_values) images, row r pairing text r with
+        image r // (B / G): retrieval's re-rank scores many texts per image, and the vision tower
+        (with the bridge projections) runs once per image instead of once per pair."""
+        core = self.bridgetower
+        rows_per_image = input_ids.shape[0] // pixel_values.shape[0]
+        if rows_per_image * pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"{input_ids.shape[0]} texts do not split evenly over {pixel_values.shape[0]} images")
+        image_states, _ = core.encode_image(pixel_values)
+        image_in = [jnp.repeat(x, rows_per_image, axis=0) for x in core.image_bridge_inputs(image_states)]
+        text_states, _ = core.encode_text(input_ids, attention_mask)
+        _, _, pooled, _ = core.fuse(core.text_bridge_inputs(text_states), image_in, attention_mask, pooled_only=True)
+        return self.itm_score(pooled)
+
     def itm_and_contrastive(self, input_ids, attention_mask, pixel_values, deterministic=True):
         out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic,
                                pooled_only=True)
