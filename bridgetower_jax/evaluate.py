@@ -114,12 +114,8 @@ def evaluate_retrieval(exp: train.Experiment, params, tokenizer, spec: str) -> d
 
     def itm_score_fn(image_ids, text_ids, valid):
         del valid   # padding pairs are scored and ignored by the caller
-        # Every process holds the whole chunk and passes its own block of images and of texts.
-        local = {"i": ids[text_ids], "m": attn[text_ids], "x": pixels[image_ids]}
-        n, k = jax.process_count(), jax.process_index()
-        local = {key: v[k * len(v) // n:(k + 1) * len(v) // n] for key, v in local.items()}
-        local["x"] = local["x"].astype(np.float32)
-        batch = sharding.global_batch(local, exp.mesh)
+        batch = sharding.global_batch_from_whole(          # every process holds the whole chunk
+            {"i": ids[text_ids], "m": attn[text_ids], "x": pixels[image_ids].astype(np.float32)}, exp.mesh)
         with exp.context():
             return np.asarray(multihost_utils.process_allgather(itm(params, batch["i"], batch["m"], batch["x"]),
                                                                 tiled=True))

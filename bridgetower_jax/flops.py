@@ -78,7 +78,8 @@ def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc:
         if itc:
             fwd += text_tower_flops(c, text_len) + vision_tower_flops(c)
     elif task == "retrieval":
-        fwd = text_tower_flops(c, text_len) + vision_tower_flops(c) + 3 * pair   # ITC towers + 3 ITM pairs
+        # ITC towers, then 3 ITM pairs that reuse the batch's vision pass, but for the negative images'
+        fwd = text_tower_flops(c, text_len) + 2 * vision_tower_flops(c) + 3 * (pair - vision_tower_flops(c))
     elif task == "nlvr2":
         fwd = 2 * pair
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 
@@ -63,9 +64,16 @@ class _WholeObjectEventFile:
         self.buffer.write(data)
 
     def flush(self) -> None:
-        if self.buffer.tell() != self.flushed:
+        if self.buffer.tell() == self.flushed:
+            return
+        try:
             paths.write_bytes(self.url, self.buffer.getvalue())
-            self.flushed = self.buffer.tell()
+        except Exception as e:   # noqa: BLE001 - tensorboardX's writer thread would die, and training block on its queue
+            logging.getLogger("bridgetower_jax").warning(
+                "TensorBoard events not written to %s (%s: %s); the next flush tries again", self.url,
+                type(e).__name__, e)
+            return
+        self.flushed = self.buffer.tell()
 
     def close(self) -> None:
         self.flush()

@@ -152,6 +152,11 @@ def restore_newest_complete(ckpt, target, data_iter, config: dict,
         if ok:
             if damaged:
                 _move_aside(ckpt, damaged, report)
+            if stored_config.get("total_steps") != config.get("total_steps"):
+                # E.g. a run given in epochs, resumed with another batch size or other data.
+                report(f"config.total_steps={config.get('total_steps')} but the checkpoint's run had "
+                       f"{stored_config.get('total_steps')}: the learning-rate schedule and the end of the run "
+                       "follow the new value")
             return step, state
         report(f"skipping checkpoint {step_dir}: it cannot be restored ({type(error).__name__}: "
                f"{str(error)[:300]}); trying an older one")

@@ -104,3 +104,11 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     """Host-local numpy batch -> global jax.Arrays split over the batch axes (multi-host safe)."""
     return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
             for k, v in local_batch.items()}
+
+
+def global_batch_from_whole(whole_batch: dict, mesh: Mesh) -> dict:
+    """A batch every process holds whole (numpy) -> global jax.Arrays split over the batch axes: each
+    device takes its own rows, whatever the order of devices and processes in the mesh."""
+    return {k: jax.make_array_from_callback(np.shape(v), batch_sharding(mesh, np.ndim(v)),
+                                            lambda index, v=v: np.asarray(v[index]))
+            for k, v in whole_batch.items()}

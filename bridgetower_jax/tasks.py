@@ -114,28 +114,42 @@ def _pretrain(cfg, model, params, batch, rngs):
     return total, metrics
 
 
-def _contrastive_embeds(model, params, ids, mask, pixels, rng):
+def _contrastive_embeds(model, params, ids, mask, pixels, rng, image_states=None):
     text = _apply(model, params, ids, mask, rng=rng, method=BridgeTowerForPreTraining.text_contrastive_embeds)
-    image = model.apply({"params": params}, pixels, method=BridgeTowerForPreTraining.image_contrastive_embeds)
+    image = model.apply({"params": params}, pixels, image_states=image_states,
+                        method=BridgeTowerForPreTraining.image_contrastive_embeds)
     scale = model.apply({"params": params}, method=BridgeTowerForPreTraining.contrastive_scale)
     return text, image, scale
 
 
 def _retrieval(model, params, batch, rngs):
     """The original's irtr_itm_itc: ITC over the global batch with same-image positives, then ITM on
-    the positives plus one ITC-sampled hard negative image per text and hard negative text per image."""
+    the positives plus one ITC-sampled hard negative image per text and hard negative text per image.
+
+    Two vision passes, not four: the batch's images are encoded once for ITC, the positive pairs and
+    the hard-negative-text pairs (the vision tower has no dropout, so this is exact), and the hard
+    negative images once more. The 3B ITM rows are example-major (example b's positive, negative
+    image, negative text at rows 3b, 3b+1, 3b+2), so that every device fuses the image states it
+    already holds."""
     ids, mask, pixels, group = batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["image_index"]
-    text, image, scale = _contrastive_embeds(model, params, ids, mask, pixels, rngs[0])
+    own = model.apply({"params": params}, pixels, method=BridgeTowerForPreTraining.encode_images)
+    text, image, scale = _contrastive_embeds(model, params, ids, mask, None, rngs[0], image_states=own)
     itc = obj.gathered_contrastive_loss(text, image, group, scale)
     positives = group[:, None] == group[None, :]
     sim = jax.lax.stop_gradient(text @ image.T * scale)
     neg_image = obj.sample_hard_negatives(sim, positives, rngs[1])        # per text
     neg_text = obj.sample_hard_negatives(sim.T, positives.T, rngs[2])      # per image
-    pair_ids = jnp.concatenate([ids, ids, ids[neg_text]])
-    pair_mask = jnp.concatenate([mask, mask, mask[neg_text]])
-    pair_pixels = jnp.concatenate([pixels, pixels[neg_image], pixels])
-    labels = jnp.concatenate([jnp.ones_like(group), jnp.zeros_like(group), jnp.zeros_like(group)])
-    logits = _apply(model, params, pair_ids, pair_mask, pair_pixels, rng=rngs[3], method=BridgeTowerForPreTraining.itm)
+    negative = model.apply({"params": params}, pixels[neg_image], method=BridgeTowerForPreTraining.encode_images)
+
+    def example_major(own_rows, negative_image_rows, negative_text_rows):
+        stacked = jnp.stack([own_rows, negative_image_rows, negative_text_rows], axis=1)
+        return stacked.reshape(-1, *stacked.shape[2:])
+    pair_ids = example_major(ids, ids, ids[neg_text])
+    pair_mask = example_major(mask, mask, mask[neg_text])
+    pair_states = [example_major(s, n, s) for s, n in zip(own, negative)]
+    labels = jnp.tile(jnp.asarray([1, 0, 0], group.dtype), group.shape[0])
+    logits = _apply(model, params, pair_ids, pair_mask, None, image_states=pair_states, rng=rngs[3],
+                    method=BridgeTowerForPreTraining.itm)
     itm = obj.cross_entropy(logits, labels)
     loss = itc + itm
     return loss, {"loss": loss, "itc_loss": itc, "itm_loss": itm, "itm_accuracy": classification.accuracy(logits, labels)}

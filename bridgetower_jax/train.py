@@ -264,16 +264,18 @@ def load_data_assets(cfg):
 def resolve_total_steps(cfg, report: Callable[[str], None]) -> None:
     """total_steps = 0: ceil(epochs x training examples / batch_size), counted in the built data, so
     that a recipe given in epochs keeps its length at another batch size or with other datasets. The
-    result is stored in cfg (and so in every checkpoint's config)."""
+    result is stored in cfg (and so in every checkpoint's config; a resumed run derives it again, and
+    `resume` says when it differs from the checkpoint's)."""
     from bridgetower_jax.data import pipeline
     if cfg.total_steps:
         if cfg.epochs:
             report(f"total_steps={cfg.total_steps} is set, so epochs={cfg.epochs:g} is not used")
         return
     examples = pipeline.train_examples_per_epoch(cfg.task, cfg.data, cfg.data.data_dir)
-    # (less a hair: epochs x examples can land just above a whole number of batches, 0.1 x 30 =
-    # 3.0000000000000004)
-    cfg.total_steps = max(1, math.ceil(cfg.epochs * examples / cfg.batch_size - 1e-9))
+    batches = cfg.epochs * examples / cfg.batch_size
+    # A whole number of batches can come out a hair above it in floating point (0.1 x 30 = 3.0000000000000004).
+    whole = math.isclose(batches, round(batches), rel_tol=1e-9)
+    cfg.total_steps = max(1, round(batches) if whole else math.ceil(batches))
     report(f"total_steps {cfg.total_steps} = {cfg.epochs:g} epochs x {examples:,} examples of "
            f"{', '.join(pipeline.train_dataset_specs(cfg.task, cfg.data))} / batch {cfg.batch_size}")
 

@@ -2,6 +2,7 @@
 (fsspec's in-process memory:// stands in for gs://, which goes through the same code)."""
 import os
 import struct
+import time
 
 import fsspec
 import pytest
@@ -36,15 +37,25 @@ def _write_run(workdir: str, resume_step: int = 0, steps=(1, 2)) -> MetricWriter
     return writer
 
 
+def _event_files(memory) -> list[str]:
+    return [p for p in memory.find("/bucket/run/tensorboard") if "tfevents" in p]
+
+
 def test_url_workdir_gets_tensorboard_events_and_metrics(memory_bucket, tmp_path):
     writer = _write_run("memory://bucket/run")
-    writer._tb.flush()   # what tensorboardX does every 120 s: the events so far are in the store
-    events = [p for p in memory_bucket.find("/bucket/run/tensorboard") if "tfevents" in p]
-    assert len(events) == 1
-    assert (1, "loss", 2.0) in _scalars(memory_bucket.cat(events[0]))
+    # What tensorboardX does every 120 s: the events its writer thread has taken so far reach the store.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        writer._tb.flush()
+        if any((1, "loss", 2.0) in _scalars(memory_bucket.cat(f)) for f in _event_files(memory_bucket)):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("a flush did not publish the first step's events")
     writer.write(3, {"loss": 0.5})
     writer.close()
-    url_scalars = _scalars(memory_bucket.cat(events[0]))
+    (events,) = _event_files(memory_bucket)
+    url_scalars = _scalars(memory_bucket.cat(events))
     assert url_scalars == [(1, "loss", 2.0), (1, "lr", 0.001), (2, "loss", 1.0), (2, "lr", 0.002), (3, "loss", 0.5)]
     assert [r["step"] for r in read_metrics("memory://bucket/run")] == [1, 2, 3]
 
@@ -54,6 +65,25 @@ def test_url_workdir_gets_tensorboard_events_and_metrics(memory_bucket, tmp_path
     (local_file,) = os.listdir(tmp_path / "tensorboard")
     local_scalars = _scalars((tmp_path / "tensorboard" / local_file).read_bytes())
     assert local_scalars[:4] == url_scalars[:4]
+
+
+def test_a_failed_upload_is_retried_and_never_blocks_training(memory_bucket, monkeypatch):
+    from bridgetower_jax import metric_writer, paths
+    failures = []
+    real = paths.write_bytes
+
+    def flaky(url, data):
+        if "tfevents" in url and not failures:
+            failures.append(url)
+            raise OSError("503 Service Unavailable")
+        real(url, data)
+    monkeypatch.setattr(metric_writer.paths, "write_bytes", flaky)
+    writer = _write_run("memory://bucket/run", steps=range(1, 30))   # more events than tensorboardX's queue holds
+    writer._tb.flush()
+    writer.close()
+    assert failures
+    (events,) = _event_files(memory_bucket)
+    assert sum(1 for step, tag, _ in _scalars(memory_bucket.cat(events)) if tag == "loss") == 29
 
 
 def test_resumed_url_run_replaces_the_records_after_its_checkpoint(memory_bucket):

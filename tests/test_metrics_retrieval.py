@@ -211,8 +211,11 @@ def test_cheapest_texts_per_image_by_hand():
     assert retrieval.cheapest_texts_per_image([5, 3], 8, image_cost=10.0) == 8      # 36 < 42 < 60 < 88
     assert retrieval.cheapest_texts_per_image([5, 3], 8, image_cost=1.0) == 2       # 15 (ties with 4) < 16 < 18
     assert retrieval.cheapest_texts_per_image([5, 3], 8, 10.0, images_multiple_of=2) == 4
-    with pytest.raises(ValueError, match="sorted by image"):
-        retrieval.score_pairs(np.array([1, 0]), np.array([0, 0]), LookupItm(ITM), 2, texts_per_image=2)
+    # Pairs in any order come back in that order.
+    for p in (1, 2):
+        logits = retrieval.score_pairs(np.array([1, 0, 1, 0]), np.array([2, 0, 1, 1]), SharedImageLookupItm(ITM), 2,
+                                       texts_per_image=p)
+        np.testing.assert_array_equal(logits, [6.0, 2.0, 4.0, 5.0])
     with pytest.raises(ValueError, match="chunk_size=6 must be a positive multiple of texts_per_image=4"):
         retrieval.score_pairs(np.array([0]), np.array([0]), LookupItm(ITM), 6, texts_per_image=4)
 

@@ -1,4 +1,6 @@
 """Model structure: parameter counts against transformers, scan layout, logical axis rules, configs."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +143,48 @@ def test_pretraining_forwards_share_the_vision_pass_exactly():
         return lambda p: sum(jnp.sum(jnp.sin(x)) for x in forwards(p))
     grads = jax.grad(scalar(shared))(params), jax.grad(scalar(separate))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4), *grads)
+
+
+def test_retrieval_step_with_two_vision_passes_equals_four():
+    """Retrieval fine-tuning encodes the batch's images once for ITC, the positive and the hard-negative-
+    text pairs, and the hard-negative images once more: loss, metrics and gradients of the original's
+    four passes (ITC, then ITM on concatenated pixels), with dropout off so that rows can move."""
+    from bridgetower_jax import objectives as obj, tasks
+    config = preset("tiny")
+    config = config.replace(text=dataclasses.replace(config.text, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model = BridgeTowerForPreTraining(config, with_itc=True, with_mlm=False)
+    params, _ = _rand_init(model)
+    rng = np.random.RandomState(3)
+    batch = {"input_ids": jnp.asarray(rng.randint(5, 99, (6, 6))), "attention_mask": jnp.asarray([[1] * 6, [1] * 4 + [0] * 2] * 3),
+             "pixel_values": jnp.asarray(rng.randn(6, 32, 32, 3), jnp.float32),
+             "image_index": jnp.asarray([0, 0, 1, 2, 2, 3])}
+    rngs = list(jax.random.split(jax.random.PRNGKey(5), 4))
+
+    def four_passes(p):
+        ids, mask, pixels, group = batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["image_index"]
+        text, image, scale = tasks._contrastive_embeds(model, p, ids, mask, pixels, rngs[0])
+        itc = obj.gathered_contrastive_loss(text, image, group, scale)
+        positives = group[:, None] == group[None, :]
+        sim = jax.lax.stop_gradient(text @ image.T * scale)
+        neg_image = obj.sample_hard_negatives(sim, positives, rngs[1])
+        neg_text = obj.sample_hard_negatives(sim.T, positives.T, rngs[2])
+        logits = model.apply({"params": p}, jnp.concatenate([ids, ids, ids[neg_text]]),
+                             jnp.concatenate([mask, mask, mask[neg_text]]),
+                             jnp.concatenate([pixels, pixels[neg_image], pixels]), method=BridgeTowerForPreTraining.itm)
+        labels = jnp.concatenate([jnp.ones(6, jnp.int32), jnp.zeros(12, jnp.int32)])
+        itm = obj.cross_entropy(logits, labels)
+        return itc + itm, {"itc_loss": itc, "itm_loss": itm, "itm_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+    def two_passes(p):
+        return tasks._retrieval(model, p, batch, rngs)
+
+    with jax.set_mesh(sharding.make_mesh(2, devices=jax.devices()[:2])):   # ITC gathers over the batch shards
+        (want, want_metrics), want_grads = jax.jit(jax.value_and_grad(four_passes, has_aux=True))(params)
+        (got, got_metrics), got_grads = jax.jit(jax.value_and_grad(two_passes, has_aux=True))(params)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for key, value in want_metrics.items():
+        np.testing.assert_allclose(got_metrics[key], value, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4), got_grads, want_grads)
 
 
 def test_itm_over_shared_images_equals_itm_over_repeated_images():

@@ -132,7 +132,19 @@ def test_retrieval_rerank_sharing_vision_passes_gives_the_per_pair_scores(demo_d
     assert shared.keys() == per_pair.keys()
 
 
-def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path):
+def test_a_batch_every_process_holds_whole_lands_row_for_row_on_any_mesh():
+    from jax.sharding import Mesh
+    from bridgetower_jax import sharding
+    devices = np.asarray(jax.devices())[[5, 2, 7, 0, 3, 6, 1, 4]].reshape(4, 2, 1)   # not in device order
+    mesh = Mesh(devices, sharding.MESH_AXES)
+    whole = {"x": np.arange(16 * 3, dtype=np.float32).reshape(16, 3), "i": np.arange(8, dtype=np.int32)}
+    batch = sharding.global_batch_from_whole(whole, mesh)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(np.asarray(batch[key]), value)
+        assert batch[key].sharding.spec[0] == sharding.BATCH_AXES and len(batch[key].addressable_shards) == 8
+
+
+def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path, caplog):
     """total_steps = 0: ceil(epochs x examples / batch_size) steps, the examples being what one pass of
     the real training stream yields, and the learning-rate schedule spans exactly those steps."""
     import types
@@ -152,6 +164,12 @@ def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path):
     assert TrainCheckpointer(tmp_path).latest_step() == 3
     schedule = optim.make_optimizer(cfg.optim, 3)[1]
     np.testing.assert_allclose([r["lr"] for r in records], [float(schedule(k)) for k in range(3)], rtol=1e-6)
+    # Resumed with twice the epochs: 5 steps (exactly 5 batches, not ceil(5.000000000000001) = 6), said.
+    cfg.total_steps, cfg.epochs = 0, 5 * cfg.batch_size / examples
+    with caplog.at_level("INFO", logger="bridgetower_jax"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    assert cfg.total_steps == 5 and TrainCheckpointer(tmp_path).latest_step() == 5
+    assert "config.total_steps=5 but the checkpoint's run had 3" in caplog.text
 
 
 def test_fine_tuning_recipes_are_given_in_epochs():

@@ -145,7 +145,7 @@ def similarity_matrix(image_embeds, text_embeds) -> np.ndarray:
 
 
 def _segments(image_ids: np.ndarray, texts_per_image: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs sorted by image -> (row of each pair, image of each segment): each image's pairs fill
+    """Image of each pair, sorted -> (row of each pair, image of each segment): each image's pairs fill
     segments of `texts_per_image` rows, its last segment padded."""
     images, first, counts = np.unique(image_ids, return_index=True, return_counts=True)
     per_image = -(-counts // texts_per_image)
@@ -162,15 +162,14 @@ def score_pairs(image_ids: np.ndarray, text_ids: np.ndarray, itm_score_fn: ItmSc
     Every call gets `chunk_size` rows (padding rows: pair (0, 0), `valid` False), so a jitted
     `itm_score_fn` compiles once; make `chunk_size` a multiple of the number of devices the function
     shards the chunk over, and, with `texts_per_image` P > 1, of P (the chunk's C / P images are
-    sharded too). With P > 1 the pairs must be sorted by image: each image's pairs fill rows of
-    segments of P sharing that image. Two chunks stay in flight so that a function returning
-    un-fetched jax arrays keeps the device busy while the host waits.
+    sharded too): each image's pairs fill segments of P rows sharing that image. Two chunks stay in
+    flight so that a function returning un-fetched jax arrays keeps the device busy while the host
+    waits.
     """
     if chunk_size < 1 or texts_per_image < 1 or chunk_size % texts_per_image:
         raise ValueError(f"chunk_size={chunk_size} must be a positive multiple of texts_per_image={texts_per_image}")
-    image_ids, text_ids = np.asarray(image_ids), np.asarray(text_ids)
-    if texts_per_image > 1 and np.any(np.diff(image_ids) < 0):
-        raise ValueError("with texts_per_image > 1 the pairs must be sorted by image")
+    by_image = np.argsort(np.asarray(image_ids), kind="stable")     # segments need each image's pairs together
+    image_ids, text_ids = np.asarray(image_ids)[by_image], np.asarray(text_ids)[by_image]
     rows, segment_images = _segments(image_ids, texts_per_image) if len(image_ids) else (np.zeros(0, np.int64),) * 2
     total_rows = len(segment_images) * texts_per_image
     row_texts = np.zeros(total_rows, np.int32)
@@ -202,7 +201,9 @@ def score_pairs(image_ids: np.ndarray, text_ids: np.ndarray, itm_score_fn: ItmSc
             collect()
     while pending:
         collect()
-    return row_logits[rows]
+    logits = np.empty(len(rows), np.float32)
+    logits[by_image] = row_logits[rows]
+    return logits
 
 
 def cheapest_texts_per_image(pairs_per_image: np.ndarray, chunk_size: int, image_cost: float,

@@ -315,9 +315,18 @@ class BridgeTowerForPreTraining(nn.Module):
                 deterministic=deterministic).pooler_output)
         return mlm_features, itm_logits
 
-    def itm(self, input_ids, attention_mask, pixel_values, deterministic=True) -> jax.Array:
-        out = self.bridgetower(input_ids, attention_mask, pixel_values, deterministic=deterministic,
-                               pooled_only=True)
+    def encode_images(self, pixel_values) -> list:
+        """The vision tower's states feeding the cross-modal layers (`BridgeTowerModel.encode_image`). The
+        tower has no dropout, so one pass serves every head that reads the same images."""
+        return self.bridgetower.encode_image(pixel_values)[0]
+
+    def itm(self, input_ids, attention_mask, pixel_values, deterministic=True, image_states=None) -> jax.Array:
+        """ITM logits [B, 2]; `image_states` (from `encode_images`) stand in for `pixel_values` (pass None)."""
+        core = self.bridgetower
+        if image_states is None:
+            image_states = core.encode_image(pixel_values)[0]
+        out = core.over_image_states(input_ids, attention_mask, image_states, pooled_only=True,
+                                     deterministic=deterministic)
         return self.itm_score(out.pooler_output)
 
     def itm_shared_images(self, input_ids, attention_mask, pixel_values) -> jax.Array:
@@ -345,9 +354,10 @@ class BridgeTowerForPreTraining(nn.Module):
         states, _ = self.bridgetower.encode_text(input_ids, attention_mask, deterministic)
         return l2_normalize(self.itc_text_head(states[-1][:, 0]))
 
-    def image_contrastive_embeds(self, pixel_values) -> jax.Array:
-        """L2-normalised ITC image embedding from the vision tower alone (no text needed)."""
-        states, _ = self.bridgetower.encode_image(pixel_values)
+    def image_contrastive_embeds(self, pixel_values, image_states=None) -> jax.Array:
+        """L2-normalised ITC image embedding from the vision tower alone (no text needed); `image_states`
+        (from `encode_images`) stand in for `pixel_values`."""
+        states = self.bridgetower.encode_image(pixel_values)[0] if image_states is None else image_states
         top = self.bridgetower.image_bridge_inputs(states[-1:])[0]
         return l2_normalize(self.itc_image_head(top[:, 0]))
 
