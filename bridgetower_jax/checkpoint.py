@@ -66,20 +66,41 @@ class TrainCheckpointer:
     """Orbax CheckpointManager holding the train state, the Grain iterator state and the config.
 
     Saves are asynchronous; a step directory only counts once Orbax has committed it, so an
-    interrupted write is never restored (the newest *complete* step is).
+    interrupted write is never restored (the newest *complete* step is). With `best_metric` (an
+    evaluation metric, higher is better) the step that scored best is kept besides the newest
+    `max_to_keep`: saves carry the evaluation's metrics (empty where none ran), and `best_step`
+    finds it, also after a restart.
     """
 
-    def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True):
+    def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True, best_metric: str = ""):
         import grain  # noqa: F401  (registers Grain's checkpoint handler with Orbax)
         self.directory = _absolute(workdir) / "checkpoints"
         # Writes that never committed (the process died mid-save); Orbax never lists them and
         # cleanup_tmp_directories removes them. Kept here so the trainer can say so.
         self.interrupted_writes = sorted(str(p) for p in self.directory.glob("*.orbax-checkpoint-tmp*")) \
             if self.directory.exists() else []
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=asynchronous,
-                                               cleanup_tmp_directories=True)
+        self.best_metric = best_metric
+        keep = dict(max_to_keep=max_to_keep)
+        if best_metric:
+            from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+            keep = dict(best_fn=self._score, best_mode="max", preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(max_to_keep),
+                policies.BestN(get_metric_fn=self._score, n=1, keep_checkpoints_without_metrics=False)]))
+        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=asynchronous,
+                                               cleanup_tmp_directories=True, **keep)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def _score(self, metrics) -> float:
+        value = (metrics or {}).get(self.best_metric)
+        return -np.inf if value is None else float(value)
+
+    def best_step(self) -> int | None:
+        """The kept step whose evaluation scored highest on `best_metric` (the later one on a tie); None
+        if no kept step was evaluated."""
+        if not self.best_metric:
+            raise ValueError("best_step needs the checkpointer's best_metric (config.eval.keep_best)")
+        step = self.manager.best_step()
+        return step if step is not None and np.isfinite(self._score(self.manager.metrics(step))) else None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -87,15 +108,17 @@ class TrainCheckpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state, data_iter, config: dict, force: bool = False) -> bool:
-        """Start an asynchronous save of `step`; refuses (NonFiniteHalt) a state holding NaN or inf."""
+    def save(self, step: int, state, data_iter, config: dict, force: bool = False, metrics: dict | None = None) -> bool:
+        """Start an asynchronous save of `step`; refuses (NonFiniteHalt) a state holding NaN or inf.
+        `metrics`: the evaluation at this step, if one ran (kept with it for `best_step`)."""
         import grain
         from bridgetower_jax import faults, nonfinite
         nonfinite.assert_finite(state, f"the checkpoint of step {step}")
         args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config)}
         if data_iter is not None:
             args["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-        saved = self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+        saved = self.manager.save(step, args=ocp.args.Composite(**args), force=force,
+                                  metrics=(metrics or {}) if self.best_metric else None)
         faults.in_save(step, self.directory)
         return saved
 

@@ -1,12 +1,14 @@
 """Evaluate a trained model on `config.eval.spec` (or `--split`):
 
     python -m bridgetower_jax.evaluate --config configs/<file>.py[:variant] --workdir DIR [--split vqav2:val]
+        [--step latest|best|N]
 
 VQA: VQA score (soft targets) on a split with answers, plus the EvalAI submission JSON
 (`WORKDIR/vqa_submission_<split>.json`) on every split; NLVR2 / SNLI-VE: accuracy; retrieval:
 Recall@1/5/10 both ways from the ITC shortlist re-ranked by ITM (`eval.k_test`); pre-training:
 MLM / ITM accuracy and losses. Results are printed, appended to metrics.jsonl and written to
-`WORKDIR/eval_<split>.json`. The parameters are the newest checkpoint in WORKDIR.
+`WORKDIR/eval_<split>.json`. The parameters are the newest checkpoint in WORKDIR (`--step latest`),
+the one that scored best during training (`--step best`, with config.eval.keep_best) or step N.
 """
 from __future__ import annotations
 
@@ -136,14 +138,32 @@ def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) 
     return results
 
 
-def run(cfg, workdir: str, split: str | None = None) -> dict:
+def _checkpoint_step(ckpt: TrainCheckpointer, which: str, workdir: str) -> int:
+    """--step: latest, best or a step number -> a step of WORKDIR/checkpoints."""
+    steps = ckpt.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python -m bridgetower_jax.train)")
+    if which == "latest":
+        return ckpt.latest_step()
+    if which == "best":
+        if not ckpt.best_metric:
+            raise ValueError("--step best: config.eval.keep_best names no score, so no best checkpoint was kept")
+        step = ckpt.best_step()
+        if step is None:
+            raise FileNotFoundError(f"--step best: no checkpoint in {workdir}/checkpoints was evaluated on "
+                                    f"{ckpt.best_metric} (steps {sorted(steps)})")
+        return step
+    if not which.isdigit() or int(which) not in steps:
+        raise ValueError(f"--step {which!r}: use latest, best or one of the kept steps {sorted(steps)}")
+    return int(which)
+
+
+def run(cfg, workdir: str, split: str | None = None, which: str = "latest") -> dict:
     compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = train.load_data_assets(cfg)
     exp = train.build_experiment(cfg)
-    ckpt = TrainCheckpointer(workdir)
-    step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python -m bridgetower_jax.train)")
+    ckpt = TrainCheckpointer(workdir, best_metric=cfg.eval.keep_best)
+    step = _checkpoint_step(ckpt, which, workdir)
     state = ckpt.restore(step, train.state_target(exp))
     ckpt.close()
     spec = split or cfg.eval.spec
@@ -165,11 +185,13 @@ def main(argv) -> None:
     FLAGS = flags.FLAGS
     train.setup_logging()
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    run(FLAGS.config, FLAGS.workdir, FLAGS.split)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.step)
 
 
 if __name__ == "__main__":
     from absl import app, flags
     train.define_flags()
     flags.DEFINE_string("split", None, "dataset split to evaluate, e.g. vqav2:val (default: config.eval.spec)")
+    flags.DEFINE_string("step", "latest", "checkpoint to evaluate: latest, best (the best score on config.eval.spec "
+                                          "during training, config.eval.keep_best) or a step number")
     app.run(main)

@@ -17,6 +17,10 @@ from bridgetower_jax.models import (BridgeTowerConfig, BridgeTowerForNLVR2, Brid
                                     BridgeTowerForSNLIVE, BridgeTowerForVQA)
 
 TASKS = ("pretrain", "vqa", "nlvr2", "snli_ve", "retrieval")
+# Each task's evaluation metrics where higher is better: what config.eval.keep_best may name.
+SCORES = {"pretrain": ("mlm_accuracy", "itm_accuracy"), "vqa": ("vqa_score",), "nlvr2": ("nlvr2_accuracy",),
+          "snli_ve": ("snli_ve_accuracy",),
+          "retrieval": ("r_mean", "rsum", "tr_mean", "ir_mean", "tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10")}
 
 
 def model_config(cfg) -> BridgeTowerConfig:

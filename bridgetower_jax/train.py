@@ -347,7 +347,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     train_iter = pipeline.make_train_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, seed=cfg.seed,
                                               process_index=jax.process_index(),
                                               process_count=jax.process_count(), batch_size=local_batch)
-    ckpt = TrainCheckpointer(workdir, cfg.max_to_keep)
+    ckpt = TrainCheckpointer(workdir, cfg.max_to_keep, best_metric=cfg.eval.keep_best)
     start, state = resume.restore_newest_complete(ckpt, state_target(exp), train_iter, cfg.to_dict(), report)
     if start is not None:
         report(f"resuming from {ckpt.directory}/{start}")
@@ -364,6 +364,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     last = {}
     monitor = nonfinite.NonFiniteMonitor(cfg.nonfinite, train_iter)
     watcher, bad_images = preemption.PreemptionWatcher(), 0
+    eval_every = eval_interval(cfg)
     first_step_started = time.time()
     try:
         for step in range(start + 1, cfg.total_steps + 1):
@@ -385,19 +386,27 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 report(text)
                 writer.write(step, {**last, **extra})
             faults.after_step(step, ckpt.wait)
-            preempted = watcher.stop_requested(step)
-            if preempted or step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                monitor.flush()   # 'halt' stops before a checkpoint follows a non-finite step
+            if watcher.stop_requested(step):
+                # No evaluation first: the checkpoint must be written within the preemption's grace period.
+                # ckpt.wait() returns on every process only once process 0 has committed it (Orbax's commit
+                # barrier): a scheduler that ends the job at the first exit cannot cut it short.
+                monitor.flush()
                 ckpt.save(step, state, train_iter, cfg.to_dict())
-            if preempted:
-                # Returns on every process only once process 0 has committed the checkpoint (Orbax's
-                # commit barrier): a scheduler that ends the job at the first exit cannot cut it short.
                 ckpt.wait()
                 raise preemption.Preempted(step, ckpt.directory)
-            if cfg.eval.spec and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.total_steps:
-                last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir))
+            evaluated = {}
+            if cfg.eval.spec and (step == cfg.total_steps or (eval_every and step % eval_every == 0)):
+                monitor.flush()   # 'halt' stops before a model with a skipped non-finite step is evaluated
+                evaluated = _evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir)
+                last.update(evaluated)
+            # An evaluated step is checkpointed when the best one is kept, so that it can be.
+            if (step % cfg.checkpoint_every == 0 or step == cfg.total_steps
+                    or (evaluated and cfg.eval.keep_best)):
+                monitor.flush()   # 'halt' stops before a checkpoint follows a non-finite step
+                ckpt.save(step, state, train_iter, cfg.to_dict(),
+                          metrics={k.removeprefix("eval/"): v for k, v in evaluated.items()})
         monitor.flush()
-        if cfg.eval.spec:   # also when a finished run is started again: it re-evaluates
+        if cfg.eval.spec and start >= cfg.total_steps:   # a finished run started again re-evaluates
             last.update(_evaluate_and_log(exp, state.params, tokenizer, cfg.total_steps, writer, report,
                                             workdir))
     finally:
@@ -406,6 +415,13 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
         ckpt.close()
         writer.close()
     return last
+
+
+def eval_interval(cfg) -> int:
+    """Steps between evaluations from config.eval_every: 0 = at the end only; < 1 = that fraction of
+    total_steps (0.1: every tenth of the run, every epoch of a 10-epoch recipe); >= 1 = steps."""
+    every = cfg.eval_every
+    return max(1, round(every * cfg.total_steps)) if 0 < every < 1 else int(every)
 
 
 def _evaluate_and_log(exp, params, tokenizer, step, writer, report, workdir) -> dict:

@@ -14,6 +14,7 @@ from bridgetower_jax import nonfinite
 def validate_config(cfg) -> None:
     """Raise ValueError / FileNotFoundError for the first problem, naming the config key."""
     _check_loop(cfg)
+    _check_evaluation(cfg)
     _check_image_geometry(cfg)
     _check_datasets(cfg)
 
@@ -31,6 +32,20 @@ def _check_loop(cfg) -> None:
         # AdamW divides by sqrt(nu) + eps: with eps 0 a parameter whose gradient is exactly zero gets
         # 0/0, which the non-finite guard (loss and gradient norm) would not see.
         raise ValueError(f"config.optim.eps={cfg.optim.eps} must be > 0")
+
+
+def _check_evaluation(cfg) -> None:
+    from bridgetower_jax import tasks
+    if cfg.eval_every < 0:
+        raise ValueError(f"config.eval_every={cfg.eval_every} must be >= 0 (0: at the end only; < 1: a fraction "
+                         "of total_steps; >= 1: steps)")
+    if cfg.eval.keep_best:
+        if cfg.eval.keep_best not in tasks.SCORES[cfg.task]:
+            raise ValueError(f"config.eval.keep_best={cfg.eval.keep_best!r} is not a score of task {cfg.task} "
+                             f"(one of {', '.join(tasks.SCORES[cfg.task])}; '' keeps no best checkpoint)")
+        if not cfg.eval.spec:
+            raise ValueError(f"config.eval.keep_best={cfg.eval.keep_best!r} needs config.eval.spec, the split "
+                             "that scores the checkpoints")
 
 
 def _check_image_geometry(cfg) -> None:

@@ -24,7 +24,7 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.batch_size = 4096                # global, over all processes and accumulation steps
     c.log_every = 50
     c.checkpoint_every = 1000
-    c.eval_every = 0                   # 0 = evaluate only at the end
+    c.eval_every = 0.0                 # 0 = only at the end; < 1: a fraction of total_steps; >= 1: steps
     c.max_to_keep = 3
     # A step whose loss or gradients are NaN/inf is never applied (params and optimizer state stay as
     # they were) and never saved. "halt": stop (exit code 65) naming the step and its batch; "skip":
@@ -82,6 +82,9 @@ def base_config(task: str, model_preset: str) -> ml_collections.ConfigDict:
     c.eval.spec = ""                   # e.g. "vqav2:val"; empty = no evaluation during training
     c.eval.batch_size = 256
     c.eval.k_test = 128                # retrieval: ITC shortlist re-ranked by ITM
+    # A score of the task's evaluation (tasks.SCORES, e.g. "nlvr2_accuracy"): the checkpoint that scored
+    # best on eval.spec is kept besides the newest max_to_keep (`evaluate --step best` reads it).
+    c.eval.keep_best = ""
     return c
 
 
@@ -110,3 +113,4 @@ def tiny_variant(c: ml_collections.ConfigDict, datasets: tuple, eval_spec: str) 
     c.optim.lr_mult_cross_modal = c.optim.lr_mult_head = 1.0
     c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 4, 8, 1, 2
     c.epochs = None
+    c.eval_every, c.eval.keep_best = 0.0, ""

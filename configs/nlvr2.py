@@ -3,6 +3,11 @@
     python -m bridgetower_jax.train --config configs/nlvr2.py:base --workdir gs://BUCKET/bt_nlvr2_base \
         --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
         --config.init_from=/path/to/pretrained_params
+    python -m bridgetower_jax.evaluate --config configs/nlvr2.py:base --workdir gs://BUCKET/bt_nlvr2_base \
+        --split nlvr2:test1 --step best ...
+
+Evaluated on dev every epoch; the checkpoint with the best dev accuracy is kept for the test (as the
+original selects its checkpoint).
 
 The original (scripts/ftfpt_base_nlvr2.sh): 384 px, batch 64, lr 5e-6 (x10 head, x5 cross-modal),
 10 epochs (~13.5k steps), 10% warmup, weight decay 0.008, head scale 1.5, feature dropout 0.1.
@@ -24,6 +29,7 @@ def get_config(variant: str = "base"):
     c.heads.head_hidden_scale = 1.5
     c.data.datasets = ("nlvr2:train",)
     c.eval.spec = "nlvr2:dev"
+    c.eval_every, c.eval.keep_best = 0.1, "nlvr2_accuracy"      # every epoch of 10
     if variant == "tiny":
         tiny_variant(c, ("nlvr2:train",), eval_spec="nlvr2:dev")
     return c

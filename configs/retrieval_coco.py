@@ -3,7 +3,8 @@
     python -m bridgetower_jax.train --config configs/retrieval_coco.py:base --workdir gs://BUCKET/bt_coco_ret \
         --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
         --config.init_from=/path/to/pretrained_params
-    python -m bridgetower_jax.evaluate --config configs/retrieval_coco.py:base --workdir gs://BUCKET/bt_coco_ret ...
+    python -m bridgetower_jax.evaluate --config configs/retrieval_coco.py:base --workdir gs://BUCKET/bt_coco_ret \
+        --split coco_karpathy:test --step best ...
 
 The original (scripts/ftfpt_base_irtr_itm_itc_coco.sh): 384 px, batch 256, lr 4.5e-6, 30 epochs
 (~66k steps), 10% warmup, k_test 256.
@@ -19,7 +20,8 @@ def get_config(variant: str = "base"):
         c.optim.lr = 4.5e-6
         c.optim.warmup = 0.1
         c.data.datasets = ("coco_karpathy:train+restval",)
-        c.eval.spec = "coco_karpathy:test"
+        c.eval.spec = "coco_karpathy:val"
+        c.eval_every = 1 / 30                                    # every epoch of 30
         c.eval.k_test = 256
     else:
         c.data.datasets = ("coco_karpathy:train",)

@@ -4,7 +4,11 @@ evaluated by ITC shortlist re-ranked with ITM).
     python -m bridgetower_jax.train --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base \
         --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
         --config.init_from=/path/to/pretrained_params
-    python -m bridgetower_jax.evaluate --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base ...
+    python -m bridgetower_jax.evaluate --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base \
+        --split f30k_karpathy:test --step best ...
+
+Evaluated on the Karpathy val split every epoch; the checkpoint with the best r_mean (the original's
+checkpoint metric) is kept for the test.
 
 The original (scripts/ftfpt_base_irtr_itm_itc_flickr.sh): 384 px, batch 512, lr 5e-6 (x5 head and
 cross-modal), 20 epochs (~5.7k steps), 5% warmup, weight decay 0.01, k_test 128.
@@ -22,7 +26,8 @@ def get_config(variant: str = "base"):
     c.optim.lr = 5e-6
     c.optim.warmup = 0.05
     c.data.datasets = ("f30k_karpathy:train+val",)
-    c.eval.spec = "f30k_karpathy:test"
+    c.eval.spec = "f30k_karpathy:val"
+    c.eval_every, c.eval.keep_best = 0.05, "r_mean"             # every epoch of 20
     c.eval.k_test = 128
     if variant == "tiny":
         tiny_variant(c, ("f30k_karpathy:train",), eval_spec="f30k_karpathy:test")

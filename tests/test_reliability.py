@@ -403,6 +403,13 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, total_steps=0))
     with pytest.raises(ValueError, match=r"config.total_steps=-5"):
         validation.validate_config(tiny(demo_data, total_steps=-5, epochs=1.0))
+    with pytest.raises(ValueError, match=r"config.eval.keep_best='nlvr2_accuracy' is not a score of task pretrain "
+                                         r"\(one of mlm_accuracy, itm_accuracy"):
+        validation.validate_config(tiny(demo_data, **{"eval.keep_best": "nlvr2_accuracy"}))
+    with pytest.raises(ValueError, match=r"config.eval.keep_best='mlm_accuracy' needs config.eval.spec"):
+        validation.validate_config(tiny(demo_data, **{"eval.keep_best": "mlm_accuracy", "eval.spec": ""}))
+    with pytest.raises(ValueError, match=r"config.eval_every=-1.0 must be >= 0"):
+        validation.validate_config(tiny(demo_data, eval_every=-1.0))
 
 
 def test_unusable_directories_are_named_before_anything_runs(demo_data, tmp_path, monkeypatch):

@@ -28,6 +28,8 @@ def test_every_task_trains_checkpoints_and_evaluates(task, demo_data, tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
     assert 0.0 <= last[EVAL_METRIC[task]] <= 1.0
+    from bridgetower_jax import tasks
+    assert {f"eval/{score}" for score in tasks.SCORES[task]} <= set(last)   # what eval.keep_best may name
     assert TrainCheckpointer(tmp_path).latest_step() == 2
     if task == "vqa":
         submission = json.loads((tmp_path / "vqa_submission_vqav2_val.json").read_text())
@@ -142,6 +144,32 @@ def test_a_batch_every_process_holds_whole_lands_row_for_row_on_any_mesh():
     for key, value in whole.items():
         np.testing.assert_array_equal(np.asarray(batch[key]), value)
         assert batch[key].sharding.spec[0] == sharding.BATCH_AXES and len(batch[key].addressable_shards) == 8
+
+
+def test_best_evaluated_checkpoint_is_kept_and_evaluated_again(demo_data, tmp_path):
+    """eval.keep_best: every evaluated step is checkpointed with its scores; the best one survives
+    max_to_keep, is found again by a new checkpointer, and `evaluate --step best` restores it."""
+    from bridgetower_jax import evaluate
+    cfg = tiny_config(nlvr2, *demo_data, total_steps=6, checkpoint_every=100, max_to_keep=1, eval_every=2,
+                      **{"eval.keep_best": "nlvr2_accuracy", "optim.lr": 3e-3})
+    train.train_and_evaluate(cfg, str(tmp_path))
+    scores = {r["step"]: r["eval/nlvr2_accuracy"] for r in read_metrics(tmp_path) if "eval/nlvr2_accuracy" in r}
+    assert sorted(scores) == [2, 4, 6]
+    best = max(scores, key=lambda step: (scores[step], step))           # the later one on a tie
+    ckpt = TrainCheckpointer(tmp_path, best_metric="nlvr2_accuracy")
+    assert ckpt.best_step() == best and sorted(ckpt.all_steps()) == sorted({best, 6})
+    ckpt.close()
+    again = evaluate.run(cfg, str(tmp_path), which="best")
+    assert again["nlvr2_accuracy"] == pytest.approx(scores[best], abs=1e-6)
+    assert json.loads((tmp_path / "eval_nlvr2_dev.json").read_text())["step"] == best
+    with pytest.raises(ValueError, match=r"--step '3': use latest, best or one of the kept steps"):
+        evaluate.run(cfg, str(tmp_path), which="3")
+
+
+def test_evaluation_interval_as_a_fraction_of_the_run():
+    from ml_collections import ConfigDict
+    for every, total, steps in ((0.0, 100, 0), (0.1, 100, 10), (1 / 30, 66_000, 2_200), (0.1, 4, 1), (5, 100, 5)):
+        assert train.eval_interval(ConfigDict({"eval_every": every, "total_steps": total})) == steps
 
 
 def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path, caplog):
