@@ -75,8 +75,8 @@ def train_flops_per_example(c: BridgeTowerConfig, task: str, text_len: int, itc:
     if task == "pretrain":
         fwd = (forward_flops(c, text_len) + pair - vision_tower_flops(c) / 2
                + mlm_head_flops(c, mlm_prediction_slots(text_len, mlm_prob)))
-        if itc:
-            fwd += text_tower_flops(c, text_len) + vision_tower_flops(c)
+        if itc:   # its image embeddings come from the MLM / ITM forwards' vision pass
+            fwd += text_tower_flops(c, text_len)
     elif task == "retrieval":
         # ITC towers, then 3 ITM pairs that reuse the batch's vision pass, but for the negative images'
         fwd = text_tower_flops(c, text_len) + 2 * vision_tower_flops(c) + 3 * (pair - vision_tower_flops(c))

@@ -94,9 +94,9 @@ def _pretrain(cfg, model, params, batch, rngs):
     optional ITC. The total is the weighted sum (the original uses weight 1 for every enabled loss)."""
     w = cfg.objectives
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    metrics, total = {}, 0.0
+    metrics, total, image_states = {}, 0.0, None
     if w.mlm > 0 or w.itm > 0:
-        features, logits = _apply(model, params, batch["mlm_input_ids"], ids, mask, batch["pixel_values"],
+        features, logits, image_states = _apply(model, params, batch["mlm_input_ids"], ids, mask, batch["pixel_values"],
                                   batch["itm_negative_pixel_values"], rng=rngs[0], mlm=w.mlm > 0, itm=w.itm > 0,
                                   method=BridgeTowerForPreTraining.pretraining_forwards)
     if w.mlm > 0:
@@ -111,7 +111,9 @@ def _pretrain(cfg, model, params, batch, rngs):
         metrics["itm_accuracy"] = classification.accuracy(logits, labels)
         total = total + w.itm * metrics["itm_loss"]
     if w.itc > 0:
-        text, image, scale = _contrastive_embeds(model, params, ids, mask, batch["pixel_values"], rngs[2])
+        # The true images' vision pass of the MLM / ITM forwards serves ITC too (the tower has no dropout).
+        text, image, scale = _contrastive_embeds(model, params, ids, mask, batch["pixel_values"], rngs[2],
+                                                 image_states=image_states)
         metrics["itc_loss"] = obj.gathered_contrastive_loss(text, image, jnp.arange(ids.shape[0]), scale)
         total = total + w.itc * metrics["itc_loss"]
     metrics["loss"] = total

@@ -146,6 +146,17 @@ def test_a_batch_every_process_holds_whole_lands_row_for_row_on_any_mesh():
         assert batch[key].sharding.spec[0] == sharding.BATCH_AXES and len(batch[key].addressable_shards) == 8
 
 
+def test_pretraining_with_itc_trains(demo_data, tmp_path):
+    """objectives.itc > 0 adds ITC over the global batch, on the image states of the MLM / ITM vision pass."""
+    cfg = tiny_config(pretrain, *demo_data, total_steps=2, **{"objectives.itc": 1.0, "eval.spec": ""})
+    train.train_and_evaluate(cfg, str(tmp_path))
+    records = [r for r in read_metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert np.isfinite(r["itc_loss"]) and r["itc_loss"] > 0
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["itm_loss"] + r["itc_loss"], rel=1e-5)
+
+
 def test_best_evaluated_checkpoint_is_kept_and_evaluated_again(demo_data, tmp_path):
     """eval.keep_best: every evaluated step is checkpointed with its scores; the best one survives
     max_to_keep, is found again by a new checkpointer, and `evaluate --step best` restores it."""

@@ -290,8 +290,9 @@ class BridgeTowerForPreTraining(nn.Module):
         ITM reads (input_ids, own image) on even rows and (input_ids, negative) on odd ones. The vision
         tower has no dropout, so the matched rows' image states are those of the MLM forward: the tower
         runs once, on 1.5 B images instead of 2 B, with the same result as two independent forwards.
-        -> (MLM head input [B, T, H] or None, ITM logits [B, 2] or None); the caller decodes only the
-        labelled positions (`objectives.masked_lm_loss_and_accuracy`).
+        -> (MLM head input [B, T, H] or None, ITM logits [B, 2] or None, the true images' states as
+        `encode_images` gives them, for ITC); the caller decodes only the labelled positions
+        (`objectives.masked_lm_loss_and_accuracy`).
         """
         core = self.bridgetower
         mlm_features = itm_logits = None
@@ -313,7 +314,7 @@ class BridgeTowerForPreTraining(nn.Module):
             itm_logits = self.itm_score(core.over_image_states(
                 input_ids, attention_mask, matched_and_negative, pooled_only=True,
                 deterministic=deterministic).pooler_output)
-        return mlm_features, itm_logits
+        return mlm_features, itm_logits, images
 
     def encode_images(self, pixel_values) -> list:
         """The vision tower's states feeding the cross-modal layers (`BridgeTowerModel.encode_image`). The
