@@ -261,17 +261,16 @@ def load_data_assets(cfg):
     return tokenizer
 
 
-def resolve_total_steps(cfg, report: Callable[[str], None]) -> None:
+def resolve_total_steps(cfg, examples: int, report: Callable[[str], None]) -> None:
     """total_steps = 0: ceil(epochs x training examples / batch_size), counted in the built data, so
     that a recipe given in epochs keeps its length at another batch size or with other datasets. The
     result is stored in cfg (and so in every checkpoint's config; a resumed run derives it again, and
-    `resume` says when it differs from the checkpoint's)."""
+    `resume` says when it differs from the checkpoint's). `examples`: `pipeline.train_examples_per_epoch`."""
     from bridgetower_jax.data import pipeline
     if cfg.total_steps:
         if cfg.epochs:
             report(f"total_steps={cfg.total_steps} is set, so epochs={cfg.epochs:g} is not used")
         return
-    examples = pipeline.train_examples_per_epoch(cfg.task, cfg.data, cfg.data.data_dir)
     batches = cfg.epochs * examples / cfg.batch_size
     # A whole number of batches can come out a hair above it in floating point (0.1 x 30 = 3.0000000000000004).
     whole = math.isclose(batches, round(batches), rel_tol=1e-9)
@@ -306,10 +305,11 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Progress lines: step, losses, examples/s, MFU (where the peak is known) and ETA."""
+    """Progress lines: step, epoch, losses, examples/s, MFU (where the peak is known) and ETA."""
 
-    def __init__(self, cfg, model_config, start_step: int):
+    def __init__(self, cfg, model_config, start_step: int, examples_per_epoch: int):
         self.cfg, self.last_time, self.last_step, self.start = cfg, time.time(), start_step, time.time()
+        self.examples_per_epoch = max(examples_per_epoch, 1)
         self.flops = flops_lib.train_flops_per_example(model_config, cfg.task, cfg.data.max_text_len,
                                                        itc=cfg.task == "pretrain" and cfg.objectives.itc > 0,
                                                        mlm_prob=cfg.data.mlm_prob)
@@ -320,8 +320,10 @@ class Progress:
         now = time.time()
         steps = max(step - self.last_step, 1)
         examples_per_s = steps * self.cfg.batch_size / max(now - self.last_time, 1e-9)
-        extra = {"examples_per_second": examples_per_s}
-        parts = [f"step {step}/{self.cfg.total_steps}", f"loss {metrics['loss']:.4f}"]
+        # Passes over the training data so far (with pre-training's mixture weights: examples seen / all).
+        epoch = step * self.cfg.batch_size / self.examples_per_epoch
+        extra = {"examples_per_second": examples_per_s, "epoch": epoch}
+        parts = [f"step {step}/{self.cfg.total_steps}", f"epoch {epoch:.2f}", f"loss {metrics['loss']:.4f}"]
         parts += [f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith(("_loss", "_accuracy", "_score"))]
         parts.append(f"{examples_per_s:.1f} ex/s")
         if self.peak:
@@ -341,7 +343,8 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     tokenizer = load_data_assets(cfg)
     validation.validate_config(cfg)
     from bridgetower_jax.data import pipeline, task_examples
-    resolve_total_steps(cfg, report)
+    examples_per_epoch = pipeline.train_examples_per_epoch(cfg.task, cfg.data, cfg.data.data_dir)
+    resolve_total_steps(cfg, examples_per_epoch, report)
     exp = build_experiment(cfg)
     local_batch = cfg.batch_size // jax.process_count()
     train_iter = pipeline.make_train_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, seed=cfg.seed,
@@ -359,7 +362,7 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     report(f"task {cfg.task}: {n_params / 1e6:.2f}M parameters on mesh {dict(exp.mesh.shape)} "
            f"({jax.process_count()} process(es)), global batch {cfg.batch_size}")
     writer = MetricWriter(workdir, resume_step=start)
-    progress = Progress(cfg, model_config, start)
+    progress = Progress(cfg, model_config, start, examples_per_epoch)
     train_step = make_train_step(exp)
     last = {}
     monitor = nonfinite.NonFiniteMonitor(cfg.nonfinite, train_iter)

@@ -200,6 +200,7 @@ def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path, caplog)
     assert cfg.total_steps == 3
     records = [r for r in read_metrics(tmp_path) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3]
+    np.testing.assert_allclose([r["epoch"] for r in records], [k * cfg.batch_size / examples for k in (1, 2, 3)])
     assert TrainCheckpointer(tmp_path).latest_step() == 3
     schedule = optim.make_optimizer(cfg.optim, 3)[1]
     np.testing.assert_allclose([r["lr"] for r in records], [float(schedule(k)) for k in range(3)], rtol=1e-6)
