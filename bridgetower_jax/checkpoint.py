@@ -72,7 +72,8 @@ class TrainCheckpointer:
     finds it, also after a restart.
     """
 
-    def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True, best_metric: str = ""):
+    def __init__(self, workdir: str | Path, max_to_keep: int = 3, asynchronous: bool = True, best_metric: str = "",
+                 read_only: bool = False):
         import grain  # noqa: F401  (registers Grain's checkpoint handler with Orbax)
         self.directory = _absolute(workdir) / "checkpoints"
         # Writes that never committed (the process died mid-save); Orbax never lists them and
@@ -86,8 +87,11 @@ class TrainCheckpointer:
             keep = dict(best_fn=self._score, best_mode="max", preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(max_to_keep),
                 policies.BestN(get_metric_fn=self._score, n=1, keep_checkpoints_without_metrics=False)]))
-        options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=asynchronous,
-                                               cleanup_tmp_directories=True, **keep)
+        # read_only (evaluation): nothing is created or cleaned up (the caller never saves), so a run that
+        # is still training in the same workdir keeps its checkpoint in flight.
+        options = ocp.CheckpointManagerOptions(create=not read_only, enable_async_checkpointing=asynchronous,
+                                               cleanup_tmp_directories=not read_only, **keep)
+        self.read_only = read_only
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def _score(self, metrics) -> float:
@@ -111,6 +115,8 @@ class TrainCheckpointer:
     def save(self, step: int, state, data_iter, config: dict, force: bool = False, metrics: dict | None = None) -> bool:
         """Start an asynchronous save of `step`; refuses (NonFiniteHalt) a state holding NaN or inf.
         `metrics`: the evaluation at this step, if one ran (kept with it for `best_step`)."""
+        if self.read_only:
+            raise ValueError(f"{self.directory} was opened read-only (for evaluation)")
         import grain
         from bridgetower_jax import faults, nonfinite
         nonfinite.assert_finite(state, f"the checkpoint of step {step}")

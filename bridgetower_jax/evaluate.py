@@ -162,7 +162,7 @@ def run(cfg, workdir: str, split: str | None = None, which: str = "latest") -> d
     compile_cache.enable(cfg.compilation_cache_dir)
     tokenizer = train.load_data_assets(cfg)
     exp = train.build_experiment(cfg)
-    ckpt = TrainCheckpointer(workdir, best_metric=cfg.eval.keep_best)
+    ckpt = TrainCheckpointer(workdir, best_metric=cfg.eval.keep_best, read_only=True)
     step = _checkpoint_step(ckpt, which, workdir)
     state = ckpt.restore(step, train.state_target(exp))
     ckpt.close()

@@ -397,17 +397,29 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
                 ckpt.save(step, state, train_iter, cfg.to_dict())
                 ckpt.wait()
                 raise preemption.Preempted(step, ckpt.directory)
-            evaluated = {}
-            if cfg.eval.spec and (step == cfg.total_steps or (eval_every and step % eval_every == 0)):
-                monitor.flush()   # 'halt' stops before a model with a skipped non-finite step is evaluated
-                evaluated = _evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir)
-                last.update(evaluated)
-            # An evaluated step is checkpointed when the best one is kept, so that it can be.
-            if (step % cfg.checkpoint_every == 0 or step == cfg.total_steps
-                    or (evaluated and cfg.eval.keep_best)):
-                monitor.flush()   # 'halt' stops before a checkpoint follows a non-finite step
+            eval_due = bool(cfg.eval.spec) and (step == cfg.total_steps or (eval_every and step % eval_every == 0))
+            save_due = step % cfg.checkpoint_every == 0 or step == cfg.total_steps
+            if save_due or eval_due:
+                monitor.flush()   # 'halt' stops before a checkpoint or an evaluation follows a non-finite step
+
+            def save(scores=None):
                 ckpt.save(step, state, train_iter, cfg.to_dict(),
-                          metrics={k.removeprefix("eval/"): v for k, v in evaluated.items()})
+                          metrics={k.removeprefix("eval/"): v for k, v in (scores or {}).items()})
+            if eval_due and cfg.eval.keep_best:
+                # The scores are kept with the checkpoint, so every evaluated step is saved after its
+                # evaluation; one that fails still leaves the checkpoint that was due.
+                evaluated = {}
+                try:
+                    evaluated = _evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir)
+                    last.update(evaluated)
+                finally:
+                    if save_due or evaluated:
+                        save(evaluated)
+            else:
+                if save_due:      # (asynchronous: it is written while the evaluation runs)
+                    save()
+                if eval_due:
+                    last.update(_evaluate_and_log(exp, state.params, tokenizer, step, writer, report, workdir))
         monitor.flush()
         if cfg.eval.spec and start >= cfg.total_steps:   # a finished run started again re-evaluates
             last.update(_evaluate_and_log(exp, state.params, tokenizer, cfg.total_steps, writer, report,
@@ -424,7 +436,11 @@ def eval_interval(cfg) -> int:
     """Steps between evaluations from config.eval_every: 0 = at the end only; < 1 = that fraction of
     total_steps (0.1: every tenth of the run, every epoch of a 10-epoch recipe); >= 1 = steps."""
     every = cfg.eval_every
-    return max(1, round(every * cfg.total_steps)) if 0 < every < 1 else int(every)
+    if not 0 < every < 1:
+        return int(every)
+    # Rounded up: a last periodic evaluation a few steps before the final one would repeat it.
+    steps = every * cfg.total_steps
+    return max(1, round(steps) if math.isclose(steps, round(steps), rel_tol=1e-9) else math.ceil(steps))
 
 
 def _evaluate_and_log(exp, params, tokenizer, step, writer, report, workdir) -> dict:

@@ -36,9 +36,9 @@ def _check_loop(cfg) -> None:
 
 def _check_evaluation(cfg) -> None:
     from bridgetower_jax import tasks
-    if cfg.eval_every < 0:
-        raise ValueError(f"config.eval_every={cfg.eval_every} must be >= 0 (0: at the end only; < 1: a fraction "
-                         "of total_steps; >= 1: steps)")
+    if cfg.eval_every < 0 or (cfg.eval_every >= 1 and cfg.eval_every != int(cfg.eval_every)):
+        raise ValueError(f"config.eval_every={cfg.eval_every}: 0 (at the end only), a fraction of total_steps "
+                         "below 1, or a whole number of steps")
     if cfg.eval.keep_best:
         if cfg.eval.keep_best not in tasks.SCORES[cfg.task]:
             raise ValueError(f"config.eval.keep_best={cfg.eval.keep_best!r} is not a score of task {cfg.task} "

@@ -7,7 +7,8 @@
         --split coco_karpathy:test --step best ...
 
 The original (scripts/ftfpt_base_irtr_itm_itc_coco.sh): 384 px, batch 256, lr 4.5e-6, 30 epochs
-(~66k steps), 10% warmup, k_test 256.
+(~66k steps), 10% warmup, k_test 256. Its COCO "val" split is the Karpathy test split; here the
+Karpathy val split (5k images, not trained on) scores the epochs and the best is then tested.
 """
 from configs import retrieval_f30k
 

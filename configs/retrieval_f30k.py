@@ -5,10 +5,12 @@ evaluated by ITC shortlist re-ranked with ITM).
         --config.data.data_dir=gs://BUCKET/data --config.data.tokenizer_dir=/path/to/roberta-base \
         --config.init_from=/path/to/pretrained_params
     python -m bridgetower_jax.evaluate --config configs/retrieval_f30k.py:base --workdir gs://BUCKET/bt_f30k_base \
-        --split f30k_karpathy:test --step best ...
+        --step best ...
 
-Evaluated on the Karpathy val split every epoch; the checkpoint with the best r_mean (the original's
-checkpoint metric) is kept for the test.
+Evaluated every epoch, and the checkpoint with the best r_mean (the original's checkpoint metric) is
+kept. As in the original, whose Flickr30K "val" split is the Karpathy test split, training reads
+train+val and the scores come from the test split. A selection that never sees the test: train on
+f30k_karpathy:train, evaluate f30k_karpathy:val, then `--split f30k_karpathy:test --step best`.
 
 The original (scripts/ftfpt_base_irtr_itm_itc_flickr.sh): 384 px, batch 512, lr 5e-6 (x5 head and
 cross-modal), 20 epochs (~5.7k steps), 5% warmup, weight decay 0.01, k_test 128.
@@ -26,7 +28,7 @@ def get_config(variant: str = "base"):
     c.optim.lr = 5e-6
     c.optim.warmup = 0.05
     c.data.datasets = ("f30k_karpathy:train+val",)
-    c.eval.spec = "f30k_karpathy:val"
+    c.eval.spec = "f30k_karpathy:test"
     c.eval_every, c.eval.keep_best = 0.05, "r_mean"             # every epoch of 20
     c.eval.k_test = 128
     if variant == "tiny":

@@ -408,8 +408,9 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, **{"eval.keep_best": "nlvr2_accuracy"}))
     with pytest.raises(ValueError, match=r"config.eval.keep_best='mlm_accuracy' needs config.eval.spec"):
         validation.validate_config(tiny(demo_data, **{"eval.keep_best": "mlm_accuracy", "eval.spec": ""}))
-    with pytest.raises(ValueError, match=r"config.eval_every=-1.0 must be >= 0"):
-        validation.validate_config(tiny(demo_data, eval_every=-1.0))
+    for every in (-1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"config.eval_every={every}: 0 \(at the end only\), a fraction"):
+            validation.validate_config(tiny(demo_data, eval_every=every))
 
 
 def test_unusable_directories_are_named_before_anything_runs(demo_data, tmp_path, monkeypatch):

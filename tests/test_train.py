@@ -177,9 +177,32 @@ def test_best_evaluated_checkpoint_is_kept_and_evaluated_again(demo_data, tmp_pa
         evaluate.run(cfg, str(tmp_path), which="3")
 
 
+@pytest.mark.parametrize("keep_best", ["", "nlvr2_accuracy"])
+def test_a_failed_final_evaluation_keeps_the_final_checkpoint(demo_data, tmp_path, monkeypatch, keep_best):
+    cfg = tiny_config(nlvr2, *demo_data, total_steps=2, checkpoint_every=100, **{"eval.keep_best": keep_best})
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("RESOURCE_EXHAUSTED in the re-rank")
+    monkeypatch.setattr(train, "_evaluate_and_log", out_of_memory)
+    with pytest.raises(MemoryError):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    assert TrainCheckpointer(tmp_path, read_only=True).latest_step() == 2
+
+
+def test_evaluation_opens_checkpoints_read_only(tmp_path):
+    """`evaluate` may run beside a training run in the same workdir: it creates, cleans up (Orbax would
+    delete the trainer's checkpoint in flight) and saves nothing."""
+    reader = TrainCheckpointer(tmp_path / "not_trained", read_only=True)
+    assert reader.all_steps() == [] and not (tmp_path / "not_trained").exists()
+    with pytest.raises(ValueError, match="opened read-only"):
+        reader.save(1, {"w": np.ones(2, np.float32)}, None, {})
+    reader.close()
+
+
 def test_evaluation_interval_as_a_fraction_of_the_run():
     from ml_collections import ConfigDict
-    for every, total, steps in ((0.0, 100, 0), (0.1, 100, 10), (1 / 30, 66_000, 2_200), (0.1, 4, 1), (5, 100, 5)):
+    for every, total, steps in ((0.0, 100, 0), (0.1, 100, 10), (1 / 30, 66_000, 2_200), (0.1, 4, 1), (5, 100, 5),
+                                (0.1, 12_854, 1_286)):   # 9 periodic evaluations, then the final one
         assert train.eval_interval(ConfigDict({"eval_every": every, "total_steps": total})) == steps
 
 
