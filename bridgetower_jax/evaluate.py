@@ -35,28 +35,23 @@ def _gathered(batches: list[dict]) -> dict:
     return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in local.items()}
 
 
-def evaluate_vqa_predictions(exp: train.Experiment, params, tokenizer, spec: str, out_dir) -> str:
-    """Argmax answers for every question of `spec`, written as the EvalAI submission file."""
-    from bridgetower_jax.data import pipeline, sources
+def evaluate_vqa(exp: train.Experiment, params, tokenizer, spec: str, out_dir) -> dict:
+    """VQA score (on splits with answers) and the EvalAI submission file of the argmax answers, from one
+    pass over `spec`. The test splits' answers are not published: no score there, only the file."""
+    from bridgetower_jax.data import sources
+    from bridgetower_jax.data.raw.arrow_tables import UNANSWERED_SPLITS
     cfg = exp.cfg
-    vocabulary = sources.answer_vocabulary(cfg.data.data_dir, sources.parse_dataset_spec(spec)[0])
-    predict = jax.jit(lambda p, b: tasks.predict(cfg, exp.model, p, b))
-    it = pipeline.make_eval_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, spec=spec,
-                                     process_index=jax.process_index(), process_count=jax.process_count(),
-                                     batch_size=cfg.eval.batch_size // jax.process_count())
-    rows = []
-    for local in it:
-        with exp.context():
-            answer = predict(params, sharding.global_batch(local, exp.mesh))
-        rows.append({"question_id": local["question_id"], "example_mask": local["example_mask"],
-                     "answer": np.asarray(multihost_utils.global_array_to_host_local_array(
-                         answer, exp.mesh, sharding.batch_sharding(exp.mesh).spec))})
-    rows = _gathered(rows)
-    path = str(epath.Path(out_dir) / f"vqa_submission_{spec.replace(':', '_')}.json")
+    dataset, splits = sources.parse_dataset_spec(spec)
+    vocabulary = sources.answer_vocabulary(cfg.data.data_dir, dataset)
+    results, rows = train.evaluate_split(exp, params, tokenizer, spec, keep=("question_id", "example_mask"))
+    if all(split in UNANSWERED_SPLITS for split in splits):
+        results.pop("vqa_score")
+    rows = _gathered([rows])
+    results["submission"] = str(epath.Path(out_dir) / f"vqa_submission_{spec.replace(':', '_')}.json")
     if jax.process_index() == 0:
-        vqa_metrics.write_submission(path, rows["question_id"], [vocabulary[i] for i in rows["answer"]],
-                                     example_mask=rows["example_mask"])
-    return path
+        vqa_metrics.write_submission(results["submission"], rows["question_id"],
+                                     [vocabulary[i] for i in rows[tasks.PREDICTION]], example_mask=rows["example_mask"])
+    return results
 
 
 def evaluate_retrieval(exp: train.Experiment, params, tokenizer, spec: str) -> dict:
@@ -132,10 +127,9 @@ def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) 
     cfg = exp.cfg
     if cfg.task == "retrieval":
         return evaluate_retrieval(exp, params, tokenizer, spec)
-    results = train.evaluate_split(exp, params, tokenizer, spec)
     if cfg.task == "vqa" and out_dir is not None:
-        results["submission"] = evaluate_vqa_predictions(exp, params, tokenizer, spec, out_dir)
-    return results
+        return evaluate_vqa(exp, params, tokenizer, spec, out_dir)
+    return train.evaluate_split(exp, params, tokenizer, spec)[0]
 
 
 def _checkpoint_step(ckpt: TrainCheckpointer, which: str, workdir: str) -> int:

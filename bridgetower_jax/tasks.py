@@ -161,9 +161,14 @@ def _retrieval(model, params, batch, rngs):
     return loss, {"loss": loss, "itc_loss": itc, "itm_loss": itm, "itm_accuracy": classification.accuracy(logits, labels)}
 
 
+PREDICTION = "prediction"
+
+
 def eval_sums(cfg, model: nn.Module, params, batch: dict) -> dict:
     """Sums over the real (example_mask = 1) examples of a batch; the caller adds them up and divides
-    by `count`. Retrieval's recall needs the whole split and is computed by `evaluate`."""
+    by `count`. Classification tasks also give PREDICTION [B], each example's argmax (VQA: answer
+    index; NLVR2 / SNLI-VE: label), from the same forward. Retrieval's recall needs the whole split
+    and is computed by `evaluate`."""
     task = cfg.task
     valid = batch["example_mask"].astype(jnp.float32)
     sums = {"count": valid.sum()}
@@ -175,10 +180,4 @@ def eval_sums(cfg, model: nn.Module, params, batch: dict) -> dict:
         sums["vqa_score"] = jnp.sum(vqa_metrics.vqa_score_per_example(logits, batch["vqa_targets"]) * valid)
     else:
         sums[f"{task}_accuracy"] = jnp.sum(classification.correct_predictions(logits, batch["labels"]) * valid)
-    return sums
-
-
-def predict(cfg, model: nn.Module, params, batch: dict) -> jax.Array:
-    """Argmax class per example (VQA: answer index; NLVR2 / SNLI-VE: label)."""
-    logits = _apply(model, params, batch["input_ids"], batch["attention_mask"], batch["pixel_values"]).logits
-    return jnp.argmax(logits, -1)
+    return {**sums, PREDICTION: jnp.argmax(logits, -1)}

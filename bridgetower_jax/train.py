@@ -205,8 +205,10 @@ def make_eval_step(exp: Experiment):
     return run
 
 
-def evaluate_split(exp: Experiment, params, tokenizer, spec: str) -> dict:
-    """Task metrics over one split (every example once, padding excluded)."""
+def evaluate_split(exp: Experiment, params, tokenizer, spec: str, keep: tuple[str, ...] = ()):
+    """Task metrics over one split (every example once, padding excluded), and this process's rows of
+    the batch keys in `keep` (e.g. question_id, example_mask) and of `tasks.PREDICTION`, concatenated
+    ({} without `keep`): one pass serves both the scores and the predictions."""
     from bridgetower_jax.data import pipeline
     cfg = exp.cfg
     it = pipeline.make_eval_iterator(cfg.task, cfg.data, cfg.data.data_dir, tokenizer, spec=spec,
@@ -214,12 +216,19 @@ def evaluate_split(exp: Experiment, params, tokenizer, spec: str) -> dict:
                                      batch_size=cfg.eval.batch_size // jax.process_count())
     step = make_eval_step(exp)
     totals: dict[str, float] = {}
+    rows: dict[str, list] = {k: [] for k in (*keep, tasks.PREDICTION)} if keep else {}
     for local in it:
-        sums = jax.device_get(step(params, sharding.global_batch(local, exp.mesh)))
-        for k, v in sums.items():
+        sums = step(params, sharding.global_batch(local, exp.mesh))
+        prediction = sums.pop(tasks.PREDICTION, None)
+        if keep:
+            rows[tasks.PREDICTION].append(np.asarray(multihost_utils.global_array_to_host_local_array(
+                prediction, exp.mesh, sharding.batch_sharding(exp.mesh).spec)))
+            for k in keep:
+                rows[k].append(local[k])
+        for k, v in jax.device_get(sums).items():
             totals[k] = totals.get(k, 0.0) + float(v)
     count = max(totals.pop("count", 0.0), 1.0)
-    return {k: v / count for k, v in totals.items()}
+    return {k: v / count for k, v in totals.items()}, {k: np.concatenate(v) for k, v in rows.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +456,11 @@ def _evaluate_and_log(exp, params, tokenizer, step, writer, report, workdir) -> 
     from bridgetower_jax import evaluate   # evaluate builds on this module
     results = evaluate.evaluate(exp, params, tokenizer, exp.cfg.eval.spec, out_dir=workdir)
     numbers = {f"eval/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
-    report(f"eval on {exp.cfg.eval.spec} at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in numbers.items()))
-    writer.write(step, numbers)
+    files = [f"{k} {v}" for k, v in results.items() if isinstance(v, str)]   # e.g. the VQA submission
+    report(f"eval on {exp.cfg.eval.spec} at step {step}: "
+           + " | ".join([f"{k} {v:.4f}" for k, v in numbers.items()] + files))
+    if numbers:
+        writer.write(step, numbers)
     return numbers
 
 

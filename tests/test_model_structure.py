@@ -191,6 +191,7 @@ def test_retrieval_step_with_two_vision_passes_equals_four():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4), got_grads, want_grads)
 
 
+@pytest.mark.slow   # (the retrieval evaluation test compares the shared and per-pair paths end to end)
 def test_itm_over_shared_images_equals_itm_over_repeated_images():
     """Retrieval's re-rank: 2 images x 3 texts each, the vision tower run on the 2 images, gives the
     ITM logits of the 6 pairs with every image repeated."""

@@ -146,6 +146,7 @@ def test_a_batch_every_process_holds_whole_lands_row_for_row_on_any_mesh():
         assert batch[key].sharding.spec[0] == sharding.BATCH_AXES and len(batch[key].addressable_shards) == 8
 
 
+@pytest.mark.slow   # (the vision pass it shares is checked exactly in test_model_structure)
 def test_pretraining_with_itc_trains(demo_data, tmp_path):
     """objectives.itc > 0 adds ITC over the global batch, on the image states of the MLM / ITM vision pass."""
     cfg = tiny_config(pretrain, *demo_data, total_steps=2, **{"objectives.itc": 1.0, "eval.spec": ""})
@@ -155,6 +156,34 @@ def test_pretraining_with_itc_trains(demo_data, tmp_path):
     for r in records:
         assert np.isfinite(r["itc_loss"]) and r["itc_loss"] > 0
         assert r["loss"] == pytest.approx(r["mlm_loss"] + r["itm_loss"] + r["itc_loss"], rel=1e-5)
+
+
+def test_vqa_evaluation_scores_and_writes_answers_in_one_pass(demo_data, tmp_path, monkeypatch):
+    """One pass over the split gives the VQA score and the submission; the submission's answers, scored
+    against the split's soft targets, give that score. Test splits (no published answers): no score."""
+    from pathlib import Path
+    from bridgetower_jax import evaluate
+    from bridgetower_jax.data import pipeline, sources
+    cfg = tiny_config(vqa, *demo_data)
+    tokenizer = train.load_data_assets(cfg)
+    exp = train.build_experiment(cfg)
+    params = train.init_state(exp, jax.random.PRNGKey(1)).params
+    passes, make_eval_iterator = [], pipeline.make_eval_iterator
+    monkeypatch.setattr(pipeline, "make_eval_iterator", lambda *a, **k: passes.append(k["spec"]) or make_eval_iterator(*a, **k))
+    results = evaluate.evaluate(exp, params, tokenizer, "vqav2:val", out_dir=tmp_path)
+    assert passes == ["vqav2:val"]
+    vocabulary = sources.answer_vocabulary(cfg.data.data_dir, "vqav2")
+    part = sources.open_split(cfg.data.data_dir, "vqav2", "val")
+    truth = {int(r["question_id"]): dict(zip(r["answer_labels"], r["answer_scores"]))
+             for r in (part.texts[i] for i in range(len(part.texts)))}
+    submission = json.loads(Path(results["submission"]).read_text())
+    assert sorted(s["question_id"] for s in submission) == sorted(truth)
+    scores = [truth[s["question_id"]].get(vocabulary.index(s["answer"]), 0.0) for s in submission]
+    assert np.mean(scores) == pytest.approx(results["vqa_score"], abs=1e-6)
+
+    monkeypatch.setattr("bridgetower_jax.data.raw.arrow_tables.UNANSWERED_SPLITS", ("val",))
+    unanswered = evaluate.evaluate(exp, params, tokenizer, "vqav2:val", out_dir=tmp_path / "test")
+    assert "vqa_score" not in unanswered and json.loads(Path(unanswered["submission"]).read_text()) == submission
 
 
 def test_best_evaluated_checkpoint_is_kept_and_evaluated_again(demo_data, tmp_path):
@@ -177,7 +206,7 @@ def test_best_evaluated_checkpoint_is_kept_and_evaluated_again(demo_data, tmp_pa
         evaluate.run(cfg, str(tmp_path), which="3")
 
 
-@pytest.mark.parametrize("keep_best", ["", "nlvr2_accuracy"])
+@pytest.mark.parametrize("keep_best", [pytest.param("", marks=pytest.mark.slow), "nlvr2_accuracy"])
 def test_a_failed_final_evaluation_keeps_the_final_checkpoint(demo_data, tmp_path, monkeypatch, keep_best):
     cfg = tiny_config(nlvr2, *demo_data, total_steps=2, checkpoint_every=100, **{"eval.keep_best": keep_best})
 
@@ -206,7 +235,7 @@ def test_evaluation_interval_as_a_fraction_of_the_run():
         assert train.eval_interval(ConfigDict({"eval_every": every, "total_steps": total})) == steps
 
 
-def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path, caplog):
+def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path):
     """total_steps = 0: ceil(epochs x examples / batch_size) steps, the examples being what one pass of
     the real training stream yields, and the learning-rate schedule spans exactly those steps."""
     import types
@@ -227,12 +256,26 @@ def test_run_length_in_epochs_counts_the_built_data(demo_data, tmp_path, caplog)
     assert TrainCheckpointer(tmp_path).latest_step() == 3
     schedule = optim.make_optimizer(cfg.optim, 3)[1]
     np.testing.assert_allclose([r["lr"] for r in records], [float(schedule(k)) for k in range(3)], rtol=1e-6)
-    # Resumed with twice the epochs: 5 steps (exactly 5 batches, not ceil(5.000000000000001) = 6), said.
-    cfg.total_steps, cfg.epochs = 0, 5 * cfg.batch_size / examples
+
+
+@pytest.mark.slow   # (resolve_total_steps' rounding is checked without training below)
+def test_a_resumed_run_says_when_its_length_changed(demo_data, tmp_path, caplog):
+    cfg = tiny_config(snli_ve, *demo_data, total_steps=3, **{"eval.spec": ""})
+    train.train_and_evaluate(cfg, str(tmp_path))
+    cfg.total_steps = 5
     with caplog.at_level("INFO", logger="bridgetower_jax"):
         train.train_and_evaluate(cfg, str(tmp_path))
-    assert cfg.total_steps == 5 and TrainCheckpointer(tmp_path).latest_step() == 5
+    assert TrainCheckpointer(tmp_path).latest_step() == 5
     assert "config.total_steps=5 but the checkpoint's run had 3" in caplog.text
+
+
+def test_total_steps_from_epochs_rounds_whole_batches_exactly():
+    from ml_collections import ConfigDict
+    for epochs, examples, batch, steps in ((0.1, 30, 1, 3), (5 * 8 / 1234, 1234, 8, 5), (2.5, 10, 4, 7), (1e-6, 10, 4, 1)):
+        cfg = ConfigDict({"total_steps": 0, "epochs": epochs, "batch_size": batch, "task": "vqa",
+                          "data": {"datasets": ("vqav2:train",)}})
+        train.resolve_total_steps(cfg, examples, lambda line: None)
+        assert cfg.total_steps == steps, (epochs, examples, batch)
 
 
 def test_fine_tuning_recipes_are_given_in_epochs():
