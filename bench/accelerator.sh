@@ -9,7 +9,9 @@
 # `pip download ml-collections==1.1.0 --no-deps -d .whl` where there is network, or copy the wheel from
 # a local package mirror) and are installed here without network. Environment: TRAIN_BATCH (32), REPS
 # (10), PROFILE_TIMEOUT (seconds, 300; 0 skips the profile), SCALE_BATCHES (train batches timed after the
-# profile, for MFU against batch size: "64"; "" skips them), SCALE_TIMEOUT (seconds each, 300), PRESET /
+# profile, for MFU against batch size: "64"; "" skips them), SCALE_TIMEOUT (seconds each, 300),
+# RERANK_PAIRS (retrieval re-rank pairs timed last, 32 texts per image, against transformers' per-pair
+# ITM: 256; 0 skips it), RERANK_TIMEOUT (seconds, 240), PRESET /
 # DEVICE (base / gpu; `PRESET=tiny DEVICE=cpu TRAIN_BATCH=2 SCALE_BATCHES=4` rehearses the whole script on
 # CPU). Order: what the issue's targets need first, so a run cut short keeps them.
 set -euo pipefail
@@ -49,3 +51,11 @@ for batch in ${SCALE_BATCHES-64}; do
     2>&1 | tee -a "$OUT/scale.log" \
     || echo "bench.profile_step at batch $batch did not finish (exit ${PIPESTATUS[0]})" | tee -a "$OUT/scale.log"
 done
+# Retrieval evaluation's re-rank (the vision tower once per image for 32 texts) against transformers' ITM
+# on every pair: last, since no target depends on it.
+if [ "${RERANK_PAIRS:-256}" -gt 0 ]; then
+  timeout "${RERANK_TIMEOUT:-240}" python3 -m bench.vs_pytorch --preset "$PRESET" --device "$DEVICE" --forward_batches "" \
+    --train_batch 0 --rerank_pairs "${RERANK_PAIRS:-256}" --rerank_texts_per_image 32 --reps "${REPS:-10}" \
+    $cost_analysis --json "$OUT/rerank_${PRESET}_${DEVICE}.json" 2>&1 | tee "$OUT/rerank.log" \
+    || echo "the re-rank bench did not finish (exit ${PIPESTATUS[0]})" | tee -a "$OUT/rerank.log"
+fi
