@@ -11,7 +11,7 @@
 # (10), PROFILE_TIMEOUT (seconds, 300; 0 skips the profile), SCALE_BATCHES (train batches timed after the
 # profile, for MFU against batch size: "64"; "" skips them), SCALE_TIMEOUT (seconds each, 300),
 # RERANK_PAIRS (retrieval re-rank pairs timed last, 32 texts per image, against transformers' per-pair
-# ITM: 256; 0 skips it), RERANK_TIMEOUT (seconds, 240), PRESET /
+# ITM: a multiple of 32, 256 when unset or empty; 0 skips it), RERANK_TIMEOUT (seconds, 240), PRESET /
 # DEVICE (base / gpu; `PRESET=tiny DEVICE=cpu TRAIN_BATCH=2 SCALE_BATCHES=4` rehearses the whole script on
 # CPU). Order: what the issue's targets need first, so a run cut short keeps them.
 set -euo pipefail

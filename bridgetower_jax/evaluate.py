@@ -35,22 +35,35 @@ def _gathered(batches: list[dict]) -> dict:
     return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in local.items()}
 
 
-def evaluate_vqa(exp: train.Experiment, params, tokenizer, spec: str, out_dir) -> dict:
-    """VQA score (on splits with answers) and the EvalAI submission file of the argmax answers, from one
-    pass over `spec`. The test splits' answers are not published: no score there, only the file."""
+def evaluate_vqa(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) -> dict:
+    """VQA score (on splits with answers) and, with `out_dir`, the EvalAI submission file of the argmax
+    answers, from one pass over `spec`. The test splits' answers are not published: no score there."""
+    from bridgetower_jax import resume
     from bridgetower_jax.data import sources
-    from bridgetower_jax.data.raw.arrow_tables import UNANSWERED_SPLITS
     cfg = exp.cfg
-    dataset, splits = sources.parse_dataset_spec(spec)
-    vocabulary = sources.answer_vocabulary(cfg.data.data_dir, dataset)
-    results, rows = train.evaluate_split(exp, params, tokenizer, spec, keep=("question_id", "example_mask"))
-    if all(split in UNANSWERED_SPLITS for split in splits):
+    scored = sources.answers_published(spec)
+    keep = ("question_id", "example_mask") if out_dir is not None else ()
+    results, rows = train.evaluate_split(exp, params, tokenizer, spec, keep=keep)
+    if not scored:
         results.pop("vqa_score")
+    if out_dir is None:
+        return results
     rows = _gathered([rows])
     results["submission"] = str(epath.Path(out_dir) / f"vqa_submission_{spec.replace(':', '_')}.json")
+    error = None
     if jax.process_index() == 0:
-        vqa_metrics.write_submission(results["submission"], rows["question_id"],
-                                     [vocabulary[i] for i in rows[tasks.PREDICTION]], example_mask=rows["example_mask"])
+        vocabulary = sources.answer_vocabulary(cfg.data.data_dir, sources.parse_dataset_spec(spec)[0])
+        try:
+            vqa_metrics.write_submission(results["submission"], rows["question_id"],
+                                         [vocabulary[i] for i in rows[tasks.PREDICTION]],
+                                         example_mask=rows["example_mask"])
+        except Exception as e:   # noqa: BLE001 - re-raised below, on every process
+            error = e
+    # Every process learns of a failed write: the others would otherwise go on to a collective (the next
+    # step, a checkpoint save) and wait for process 0 for ever.
+    if not resume.all_processes_agree(error is None):
+        raise error if error is not None else RuntimeError(
+            f"process 0 could not write {results['submission']} (its log says why)")
     return results
 
 
@@ -127,7 +140,7 @@ def evaluate(exp: train.Experiment, params, tokenizer, spec: str, out_dir=None) 
     cfg = exp.cfg
     if cfg.task == "retrieval":
         return evaluate_retrieval(exp, params, tokenizer, spec)
-    if cfg.task == "vqa" and out_dir is not None:
+    if cfg.task == "vqa":
         return evaluate_vqa(exp, params, tokenizer, spec, out_dir)
     return train.evaluate_split(exp, params, tokenizer, spec)[0]
 

@@ -105,7 +105,8 @@ def check_architecture(step_dir, stored_config: dict, stored_shapes: dict, targe
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
-def _all_processes_agree(ok: bool) -> bool:
+def all_processes_agree(ok: bool) -> bool:
+    """`ok` held on every process (the same answer everywhere; one collective when there are several)."""
     if jax.process_count() == 1:
         return ok
     from jax.experimental import multihost_utils
@@ -148,7 +149,7 @@ def restore_newest_complete(ckpt, target, data_iter, config: dict,
                 state, error = ckpt.restore(step, target, data_iter), None
             except Exception as e:  # noqa: BLE001  (any unreadable array = a damaged step)
                 error = e
-        ok = _all_processes_agree(error is None)
+        ok = all_processes_agree(error is None)
         if ok:
             if damaged:
                 _move_aside(ckpt, damaged, report)

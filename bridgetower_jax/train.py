@@ -220,6 +220,8 @@ def evaluate_split(exp: Experiment, params, tokenizer, spec: str, keep: tuple[st
     for local in it:
         sums = step(params, sharding.global_batch(local, exp.mesh))
         prediction = sums.pop(tasks.PREDICTION, None)
+        if keep and prediction is None:
+            raise ValueError(f"task {cfg.task} makes no per-example predictions to keep")
         if keep:
             rows[tasks.PREDICTION].append(np.asarray(multihost_utils.global_array_to_host_local_array(
                 prediction, exp.mesh, sharding.batch_sharding(exp.mesh).spec)))

@@ -46,6 +46,11 @@ def _check_evaluation(cfg) -> None:
         if not cfg.eval.spec:
             raise ValueError(f"config.eval.keep_best={cfg.eval.keep_best!r} needs config.eval.spec, the split "
                              "that scores the checkpoints")
+        if cfg.task == "vqa":
+            from bridgetower_jax.data import sources
+            if not sources.answers_published(cfg.eval.spec):
+                raise ValueError(f"config.eval.keep_best={cfg.eval.keep_best!r}: config.eval.spec="
+                                 f"{cfg.eval.spec!r} has no published answers to score (use a val split)")
 
 
 def _check_image_geometry(cfg) -> None:

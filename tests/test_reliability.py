@@ -408,6 +408,15 @@ def test_unknown_policy_and_loop_settings(demo_data):
         validation.validate_config(tiny(demo_data, **{"eval.keep_best": "nlvr2_accuracy"}))
     with pytest.raises(ValueError, match=r"config.eval.keep_best='mlm_accuracy' needs config.eval.spec"):
         validation.validate_config(tiny(demo_data, **{"eval.keep_best": "mlm_accuracy", "eval.spec": ""}))
+    from configs import vqa
+    from train_fixtures import tiny_config
+    with pytest.raises(ValueError, match=r"config.eval.keep_best='vqa_score': config.eval.spec='vqav2:test_dev' "
+                                         r"has no published answers"):
+        validation._check_evaluation(tiny_config(vqa, *demo_data, **{"eval.keep_best": "vqa_score",
+                                                                     "eval.spec": "vqav2:test_dev"}))
+    with pytest.raises(ValueError, match=r"'vqav2:val\+test_dev' mixes splits with answers and without \(test_dev\)"):
+        validation._check_evaluation(tiny_config(vqa, *demo_data, **{"eval.keep_best": "vqa_score",
+                                                                     "eval.spec": "vqav2:val+test_dev"}))
     for every in (-1.0, 1.5):
         with pytest.raises(ValueError, match=rf"config.eval_every={every}: 0 \(at the end only\), a fraction"):
             validation.validate_config(tiny(demo_data, eval_every=every))

@@ -62,6 +62,18 @@ def open_spec(data_dir: str, spec: str) -> list[SplitSource]:
     return [open_split(data_dir, dataset, s) for s in splits]
 
 
+def answers_published(spec: str) -> bool:
+    """Whether a VQA spec's splits have published answers (not test / test_dev, scored by EvalAI only);
+    a spec mixing both would score the unanswered questions 0, and is refused."""
+    from bridgetower_jax.data.raw.arrow_tables import UNANSWERED_SPLITS
+    _, splits = parse_dataset_spec(spec)
+    unanswered = [s for s in splits if s in UNANSWERED_SPLITS]
+    if unanswered and len(unanswered) < len(splits):
+        raise ValueError(f"{spec!r} mixes splits with answers and without ({', '.join(unanswered)}): "
+                         "evaluate them separately")
+    return not unanswered
+
+
 def answer_vocabulary(data_dir: str, dataset: str = "vqav2") -> list[str]:
     """VQA label id -> answer string, as written by the builder."""
     return list(_builder(data_dir, dataset, "texts").info.features["answer_labels"].feature.names)
