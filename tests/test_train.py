@@ -146,6 +146,7 @@ def test_a_batch_every_process_holds_whole_lands_row_for_row_on_any_mesh():
         assert batch[key].sharding.spec[0] == sharding.BATCH_AXES and len(batch[key].addressable_shards) == 8
 
 
+@pytest.mark.slow   # (ITC is off in every recipe; the vision pass it shares is checked in test_model_structure)
 def test_pretraining_loss_with_itc(demo_data):
     """objectives.itc > 0: ITC over the global batch, on the image states of the MLM / ITM vision pass
     (checked exactly in test_model_structure), added to the total, with finite gradients."""
