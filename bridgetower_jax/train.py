@@ -272,6 +272,12 @@ def load_data_assets(cfg):
     return tokenizer
 
 
+def _ceil(x: float) -> int:
+    """math.ceil, but a value floating point puts a hair above a whole number is that number
+    (0.1 epochs x 30 examples = 3.0000000000000004 batches is 3, not 4)."""
+    return round(x) if math.isclose(x, round(x), rel_tol=1e-9) else math.ceil(x)
+
+
 def resolve_total_steps(cfg, examples: int, report: Callable[[str], None]) -> None:
     """total_steps = 0: ceil(epochs x training examples / batch_size), counted in the built data, so
     that a recipe given in epochs keeps its length at another batch size or with other datasets. The
@@ -282,10 +288,7 @@ def resolve_total_steps(cfg, examples: int, report: Callable[[str], None]) -> No
         if cfg.epochs:
             report(f"total_steps={cfg.total_steps} is set, so epochs={cfg.epochs:g} is not used")
         return
-    batches = cfg.epochs * examples / cfg.batch_size
-    # A whole number of batches can come out a hair above it in floating point (0.1 x 30 = 3.0000000000000004).
-    whole = math.isclose(batches, round(batches), rel_tol=1e-9)
-    cfg.total_steps = max(1, round(batches) if whole else math.ceil(batches))
+    cfg.total_steps = max(1, _ceil(cfg.epochs * examples / cfg.batch_size))
     report(f"total_steps {cfg.total_steps} = {cfg.epochs:g} epochs x {examples:,} examples of "
            f"{', '.join(pipeline.train_dataset_specs(cfg.task, cfg.data))} / batch {cfg.batch_size}")
 
@@ -450,8 +453,7 @@ def eval_interval(cfg) -> int:
     if not 0 < every < 1:
         return int(every)
     # Rounded up: a last periodic evaluation a few steps before the final one would repeat it.
-    steps = every * cfg.total_steps
-    return max(1, round(steps) if math.isclose(steps, round(steps), rel_tol=1e-9) else math.ceil(steps))
+    return max(1, _ceil(every * cfg.total_steps))
 
 
 def _evaluate_and_log(exp, params, tokenizer, step, writer, report, workdir) -> dict:
