@@ -460,7 +460,10 @@ parser.add_argument("--process_id", type=int)
 args, overrides = parser.parse_known_args()
 jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 total = multihost_utils.process_allgather(jnp.asarray(jax.process_index() + 1))
-print(f"process {jax.process_index()} of {jax.process_count()}: devices", jax.device_count(), "local", jax.local_device_count(), "sum", int(np.sum(total)), flush=True)
+# One write: print() with several arguments writes them one by one, and another thread's log line
+# (Gloo's, on the same pipe) can land between them.
+print(f"process {jax.process_index()} of {jax.process_count()}: devices {jax.device_count()} local "
+      f"{jax.local_device_count()} sum {int(np.sum(total))}\\n", end="", flush=True)
 if jax.process_index() == 0:
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "metrics.jsonl"), "a") as f:
